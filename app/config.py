@@ -48,9 +48,8 @@ class Settings(BaseSettings):
 
     def is_on_scale(self, rating: float) -> bool:
         """True when `rating` is one of the allowed values rating_min, rating_min + step, ..., rating_max."""
-        return (
-            self.rating_min <= rating <= self.rating_max
-            and self.rating_steps_exact(rating - self.rating_min)
+        return self.rating_min <= rating <= self.rating_max and self.rating_steps_exact(
+            rating - self.rating_min
         )
 
     def allowed_ratings(self) -> list[float]:

@@ -97,10 +97,10 @@ def data_fingerprint(
 ) -> dict:
     """Row count, newest rating time and a digest of the content, to tell data sets apart."""
     digest = hashlib.sha256()
-    for array in (users, movies, ratings):
-        digest.update(np.ascontiguousarray(array).tobytes())
+    for array, dtype in ((users, np.int64), (movies, np.int64), (ratings, np.float32)):
+        digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
     return {
-        "rows": int(len(ratings)),
+        "rows": len(ratings),
         "max_rated_at": int(timestamps.max()) if len(timestamps) else 0,
         "sha256": digest.hexdigest()[:16],
     }

@@ -1,0 +1,675 @@
+"""Read MovieLens-shaped ratings (every GroupLens layout, or a plain CSV) into one frame shape.
+
+Layouts, told apart by the name of the ratings file:
+
+- ml-100k: `u.data` (tab-separated) with `u.item` (`|`-separated, latin-1) and `u.genre`;
+- ml-1m / ml-10m: `ratings.dat` with `movies.dat`, both `::`-separated;
+- ml-latest / ml-20m / ml-25m / ml-32m: `ratings.csv` (header `userId,movieId,rating,timestamp`)
+  with `movies.csv`;
+- a plain CSV `user_id,movie_id,rating[,timestamp]`, header optional, `movies.csv` beside it optional.
+
+A source is a folder, a `.tar.gz`/`.tgz`/`.tar`/`.zip` archive (data at the top or one folder
+down, as GroupLens ships it) or the ratings file itself.
+
+Ratings are parsed block by block with pandas' C engine. A block that parses cleanly (the usual
+case) costs one `read_csv`; only a block with malformed lines is scanned line by line, vectorised
+with numpy, so each bad line comes back as a `RowProblem` with its exact line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import tarfile
+import zipfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Protocol
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+# Typed ratings columns of one block, by `RatingsSet.ratings` column name; int64/float32 (n,).
+_Columns = dict[str, np.ndarray]
+
+RATING_COLUMNS = ("user_id", "movie_id", "rating", "timestamp")
+# Columns and dtypes of `RatingsSet.ratings`.
+RATINGS_DTYPES = {
+    "user_id": np.int64,
+    "movie_id": np.int64,
+    "rating": np.float32,
+    "timestamp": np.int64,
+    "line": np.int64,
+}
+WHOLE_NUMBER_COLUMNS = ("user_id", "movie_id", "timestamp")
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+    "Thriller", "War", "Western",
+)  # fmt: skip
+# Genre labels that mean "no genre": dropped so that such movies get genres ''.
+NO_GENRE_LABELS = frozenset({"unknown", "(no genres listed)"})
+
+_BLOCK_BYTES = 64 << 20
+# `::` is replaced by this byte so the C engine sees a one-byte separator; it never occurs in
+# MovieLens text, and a stray one only changes that line's field count.
+_DAT_SEPARATOR = b"\x1f"
+_NEWLINE, _CR = ord("\n"), ord("\r")
+_YEAR_AT_END = re.compile(r"\((\d{4})(?:[-\u2013]\d{0,4})?\)\s*$")
+_HEADER_ALIASES = {
+    "userid": "user_id",
+    "user": "user_id",
+    "movieid": "movie_id",
+    "itemid": "movie_id",
+    "movie": "movie_id",
+    "item": "movie_id",
+    "rating": "rating",
+    "timestamp": "timestamp",
+}
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A ratings line that was left out of `RatingsSet.ratings`."""
+
+    line: int  # 1-based line number in the ratings file
+    reason: str  # e.g. "malformed: expected 4 fields, got 2", "rating 'x' is not a number"
+
+
+@dataclass(frozen=True)
+class RatingsSet:
+    """Ratings and movies of one source, in one shape whatever the layout.
+
+    Attributes:
+        name: what the data is called: the archive's or folder's name ("ml-100k",
+            "ml-1m-part1") or the ratings file's name when read from a lone file ("ratings.csv").
+        ratings: one row per good line, in file order; columns user_id int64, movie_id int64,
+            rating float32, timestamp int64 (unix seconds, 0 when the file has none),
+            line int64 (1-based line in the ratings file). Off-scale ratings and unknown movies
+            are kept: judging them is the importer's job.
+        movies: columns movie_id int64, title str (as in the file, year included),
+            year Int64 (from a trailing "(1995)", <NA> if none), genres str ('|'-joined,
+            '' if none). Built from the rated ids, with empty titles, when there is no movies file.
+        problems: the ratings lines that could not be read, by line number.
+    """
+
+    name: str
+    ratings: pd.DataFrame
+    movies: pd.DataFrame
+    problems: list[RowProblem]
+
+
+def read_ratings_set(source: str | Path) -> RatingsSet:
+    """Read the ratings (and movies) found at `source`: a folder, an archive or a ratings file."""
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"no such file or folder: {source}")
+    with _open_source(source) as (files, ratings_path):
+        layout = _layout_for(ratings_path)
+        with files.open(ratings_path) as stream:
+            ratings, problems = _read_ratings(stream, files.size(ratings_path), layout.separator)
+        movies = layout.read_movies(files, PurePosixPath(ratings_path).parent)
+    if movies is None:
+        movies = _movies_from_ids(ratings["movie_id"])
+    log.info(
+        "read %s: %d ratings, %d movies, %d problem lines",
+        source,
+        len(ratings),
+        len(movies),
+        len(problems),
+    )
+    return RatingsSet(_source_name(source), ratings, movies, problems)
+
+
+# --- where the files are ------------------------------------------------------------------------
+
+
+class _Files(Protocol):
+    """Read access to the files of a folder or an archive, by '/'-separated relative name."""
+
+    def names(self) -> list[str]: ...
+
+    def size(self, name: str) -> int:
+        """Uncompressed bytes of a file."""
+        ...
+
+    def open(self, name: str) -> BinaryIO: ...
+
+
+class _FolderFiles:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def names(self) -> list[str]:
+        # GroupLens data sits at the top or one folder down; deeper is someone else's tree.
+        found = [*self.root.glob("*"), *self.root.glob("*/*")]
+        return [p.relative_to(self.root).as_posix() for p in found if p.is_file()]
+
+    def size(self, name: str) -> int:
+        return (self.root / name).stat().st_size
+
+    def open(self, name: str) -> BinaryIO:
+        return (self.root / name).open("rb")
+
+
+class _TarFiles:
+    def __init__(self, archive: tarfile.TarFile) -> None:
+        self.archive = archive
+        self.members = _by_clean_name(m.name for m in archive.getmembers() if m.isfile())
+
+    def names(self) -> list[str]:
+        return list(self.members)
+
+    def size(self, name: str) -> int:
+        return self.archive.getmember(self.members[name]).size
+
+    def open(self, name: str) -> BinaryIO:
+        stream = self.archive.extractfile(self.members[name])
+        if stream is None:
+            raise ValueError(f"{name} is not a regular file in the archive")
+        return stream
+
+
+class _ZipFiles:
+    def __init__(self, archive: zipfile.ZipFile) -> None:
+        self.archive = archive
+        self.members = _by_clean_name(i.filename for i in archive.infolist() if not i.is_dir())
+
+    def names(self) -> list[str]:
+        return list(self.members)
+
+    def size(self, name: str) -> int:
+        return self.archive.getinfo(self.members[name]).file_size
+
+    def open(self, name: str) -> BinaryIO:
+        return self.archive.open(self.members[name])
+
+
+def _by_clean_name(names: Iterable[str]) -> dict[str, str]:
+    """Archive member names keyed by their normal form ("./ml-100k/u.data" -> "ml-100k/u.data")."""
+    return {PurePosixPath(name).as_posix(): name for name in names}
+
+
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+
+
+@contextmanager
+def _open_source(source: Path) -> Iterator[tuple[_Files, str]]:
+    """The source's files and the name of its ratings file among them."""
+    if source.is_dir():
+        files: _Files = _FolderFiles(source)
+        yield files, _find_ratings_file(files.names(), source)
+    elif source.name.endswith((".tar.gz", ".tgz", ".tar")):
+        with tarfile.open(source, "r:*") as archive:
+            files = _TarFiles(archive)
+            yield files, _find_ratings_file(files.names(), source)
+    elif source.name.endswith(".zip"):
+        with zipfile.ZipFile(source) as archive:
+            files = _ZipFiles(archive)
+            yield files, _find_ratings_file(files.names(), source)
+    else:
+        yield _FolderFiles(source.parent), source.name
+
+
+def _find_ratings_file(names: list[str], source: Path) -> str:
+    """The shallowest known ratings file, ml-100k's `u.data` first when several kinds are there."""
+    known = [layout.ratings_file for layout in _LAYOUTS]
+    candidates = [name for name in names if PurePosixPath(name).name in known]
+    if not candidates:
+        raise ValueError(f"{source} holds no MovieLens ratings file (one of {', '.join(known)})")
+    return min(
+        candidates,
+        key=lambda name: (name.count("/"), known.index(PurePosixPath(name).name), name),
+    )
+
+
+def _source_name(source: Path) -> str:
+    for suffix in _ARCHIVE_SUFFIXES:
+        if source.name.endswith(suffix):
+            return source.name.removesuffix(suffix)
+    return source.name
+
+
+# --- layouts ------------------------------------------------------------------------------------
+
+
+class _MoviesReader(Protocol):
+    def __call__(self, files: _Files, folder: PurePosixPath) -> pd.DataFrame | None: ...
+
+
+@dataclass(frozen=True)
+class _Layout:
+    ratings_file: str
+    separator: bytes
+    read_movies: _MoviesReader
+
+
+def _layout_for(ratings_path: str) -> _Layout:
+    """The layout of a ratings file, from its name; anything unknown is read as a plain CSV."""
+    name = PurePosixPath(ratings_path).name
+    if name == _ML100K.ratings_file:
+        return _ML100K
+    if name.endswith(".dat"):
+        return _DAT
+    return _CSV
+
+
+# --- ratings ------------------------------------------------------------------------------------
+
+
+def _read_ratings(stream: BinaryIO, size: int, separator: bytes) -> tuple[pd.DataFrame, list[RowProblem]]:
+    """All ratings of a stream of `size` bytes, as the `RatingsSet.ratings` frame plus the lines
+    left out."""
+    blocks = _line_blocks(stream)
+    if separator == b"::":
+        blocks = (block.replace(b"::", _DAT_SEPARATOR) for block in blocks)
+        separator = _DAT_SEPARATOR
+    first_block = next(blocks, b"").removeprefix(b"\xef\xbb\xbf")
+    header_end = first_block.find(b"\n") + 1
+    columns = _header_columns(first_block[:header_end], separator)
+    next_line = 1
+    if columns is None:
+        columns = _columns_by_position(first_block, separator)
+    else:
+        first_block = first_block[header_end:]
+        next_line = 2
+
+    ratings = _RatingsBuffer(_expected_lines(first_block, size))
+    problems = []
+    for block in _chain_first(first_block, blocks):
+        block_columns, block_problems = _parse_block(block, separator, columns, next_line)
+        ratings.append(block_columns)
+        problems.extend(block_problems)
+        next_line += block.count(b"\n")
+    return ratings.frame(), problems
+
+
+def _expected_lines(sample: bytes, size: int) -> int:
+    """About how many lines `size` bytes hold, judged by the lines of `sample`."""
+    return int(size / max(len(sample), 1) * sample.count(b"\n") * 1.02) + 1
+
+
+def _line_blocks(stream: BinaryIO, block_bytes: int = _BLOCK_BYTES) -> Iterator[bytes]:
+    """The stream in pieces of about `block_bytes`, each ending with a newline (one is added)."""
+    tail = b""
+    while chunk := stream.read(block_bytes):
+        chunk = tail + chunk
+        cut = chunk.rfind(b"\n") + 1
+        tail = chunk[cut:]
+        if cut:
+            yield chunk[:cut]
+    if tail:
+        yield tail + b"\n"
+
+
+def _chain_first(first: bytes, rest: Iterable[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest
+
+
+def _header_columns(line: bytes, separator: bytes) -> list[str] | None:
+    """Column names from a header line; None when the line is not a header.
+
+    A header has no number in it and names at least one known column; anything else is left to
+    be read (and, if need be, reported) as data.
+    """
+    fields = line.decode("utf-8", errors="replace").strip().split(separator.decode())
+    if any(_is_number(field) for field in fields):
+        return None
+    known = [_HEADER_ALIASES.get(_header_key(field)) for field in fields]
+    if not any(known):
+        return None
+    columns = [name or f"ignored_{i}" for i, name in enumerate(known)]
+    missing = [name for name in RATING_COLUMNS[:3] if name not in columns]
+    if missing:
+        raise ValueError(f"ratings header {line.decode(errors='replace').strip()!r} lacks {missing}")
+    return columns
+
+
+def _header_key(field: str) -> str:
+    return field.strip().strip('"').lower().replace("_", "")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _columns_by_position(block: bytes, separator: bytes) -> list[str]:
+    """user_id, movie_id, rating[, timestamp]: as many as most of the first lines have fields."""
+    lines = block[: 1 << 20].splitlines()[:10_000]
+    counts = Counter(line.count(separator) + 1 for line in lines if line.strip())
+    if not counts:
+        return list(RATING_COLUMNS)
+    n_fields = counts.most_common(1)[0][0]
+    if n_fields not in (3, 4):
+        raise ValueError(
+            f"ratings lines have {n_fields} fields separated by {separator!r}; expected 3 or 4 "
+            "(user, movie, rating[, timestamp])"
+        )
+    return list(RATING_COLUMNS[:n_fields])
+
+
+def _parse_block(
+    block: bytes, separator: bytes, columns: list[str], first_line: int
+) -> tuple[_Columns, list[RowProblem]]:
+    """The ratings of whole lines `block` (first one numbered `first_line`) and its bad lines."""
+    n_lines = block.count(b"\n")
+    if _looks_regular(block, separator, len(columns), n_lines):
+        try:
+            frame = _read_csv(block, separator, columns, na_filter=True)
+        except pd.errors.ParserError:  # a line with too many fields
+            frame = None
+        if frame is not None and len(frame) == n_lines and not _bad_values(frame).any():
+            return _typed(frame, np.arange(first_line, first_line + n_lines)), []
+    return _parse_block_line_by_line(block, separator, columns, first_line)
+
+
+def _looks_regular(block: bytes, separator: bytes, n_fields: int, n_lines: int) -> bool:
+    """Cheap necessary condition for a clean block: separator count adds up, first line is right.
+
+    pandas would quietly drop the extra fields of a too-long first line, so that is checked here.
+    """
+    first_line = block[: block.find(b"\n")]
+    return block.count(separator) == n_lines * (n_fields - 1) and first_line.count(separator) == n_fields - 1
+
+
+def _read_csv(block: bytes, separator: bytes, columns: list[str], na_filter: bool) -> pd.DataFrame:
+    """pandas' C engine over whole lines, types inferred (text where a value is no number)."""
+    if not block:
+        return pd.DataFrame({name: pd.Series([], dtype=object) for name in columns})
+    return pd.read_csv(
+        io.BytesIO(block),
+        sep=separator.decode(),
+        header=None,
+        names=columns,
+        index_col=False,
+        quoting=csv.QUOTE_NONE,
+        skip_blank_lines=False,
+        na_filter=na_filter,
+        engine="c",
+    )
+
+
+def _parse_block_line_by_line(
+    block: bytes, separator: bytes, columns: list[str], first_line: int
+) -> tuple[_Columns, list[RowProblem]]:
+    """Sort the block's lines into good and bad (vectorised), then read the good ones."""
+    line_reasons = _line_reasons(block, separator, len(columns))
+    good = line_reasons == ""
+    lines = np.arange(first_line, first_line + len(good))
+    problems = [RowProblem(int(lines[i]), str(line_reasons[i])) for i in np.flatnonzero(~good)]
+
+    # Without the NA filter an empty field stays '' and 'nan' stays text, so both get reported.
+    frame = _read_csv(_keep_lines(block, good), separator, columns, na_filter=False)
+    frame_lines = lines[good]
+    bad_values = _bad_values(frame)
+    for row in np.flatnonzero(bad_values):
+        problems.append(RowProblem(int(frame_lines[row]), _value_reason(frame.iloc[row])))
+    problems.sort(key=lambda problem: problem.line)
+    return _typed(frame[~bad_values], frame_lines[~bad_values]), problems
+
+
+def _line_reasons(block: bytes, separator: bytes, n_fields: int) -> np.ndarray:
+    """Per line of `block`, why it cannot be read ('' when its shape is fine): str array (n,)."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(data == _NEWLINE)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    separators = np.flatnonzero(data == separator[0])
+    fields = np.diff(np.searchsorted(separators, ends), prepend=0) + 1
+    lengths = ends - starts
+    carriage_returns = np.flatnonzero(data == _CR)
+    # pandas ends a line at a lone '\r', which would shift every line number after it.
+    stray_cr = np.zeros(len(ends), dtype=bool)
+    stray_cr[np.searchsorted(ends, carriage_returns[data[carriage_returns + 1] != _NEWLINE])] = True
+    empty = (lengths == 0) | ((lengths == 1) & (data[starts] == _CR))
+
+    reasons = np.full(len(ends), "", dtype=object)
+    wrong_count = np.flatnonzero(fields != n_fields)
+    reasons[wrong_count] = [
+        f"malformed: expected {n_fields} fields, got {count}" for count in fields[wrong_count]
+    ]
+    reasons[stray_cr] = "malformed: carriage return inside the line"
+    reasons[empty] = "empty line"
+    return reasons
+
+
+def _keep_lines(block: bytes, keep: np.ndarray) -> bytes:
+    """The lines of `block` where `keep` (bool, one per line) is True."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(data == _NEWLINE)
+    line_bytes = np.diff(ends, prepend=-1)
+    return data[np.repeat(keep, line_bytes)].tobytes()
+
+
+def _bad_values(frame: pd.DataFrame) -> np.ndarray:
+    """Rows with a value that is not a finite number (or not a whole one where it must be)."""
+    bad = np.zeros(len(frame), dtype=bool)
+    for column in _rating_columns(frame):
+        if pd.api.types.is_integer_dtype(frame[column]):
+            continue
+        values = _as_numbers(frame[column])
+        bad |= ~np.isfinite(values)
+        if column in WHOLE_NUMBER_COLUMNS:
+            with np.errstate(invalid="ignore"):
+                bad |= values != np.round(values)
+    return bad
+
+
+def _as_numbers(values: pd.Series) -> np.ndarray:
+    """float64 (n,) of a parsed column; text that is no number becomes NaN."""
+    if not pd.api.types.is_numeric_dtype(values):
+        values = pd.to_numeric(values, errors="coerce")
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _value_reason(row: pd.Series) -> str:
+    """Why this parsed row cannot be kept: its first unusable value."""
+    for column in _rating_columns(row):
+        raw = row[column]
+        shown = repr(raw) if isinstance(raw, str) else str(raw)
+        number = _as_numbers(pd.Series([raw], dtype=object))[0]
+        if isinstance(raw, str) and raw.strip() == "":
+            return f"{column} is empty"
+        if not np.isfinite(number):
+            return f"{column} {shown} is not a number"
+        if column in WHOLE_NUMBER_COLUMNS and number != round(number):
+            return f"{column} {shown} is not a whole number"
+    return "unreadable values"
+
+
+def _rating_columns(frame: pd.DataFrame | pd.Series) -> list[str]:
+    names = frame.columns if isinstance(frame, pd.DataFrame) else frame.index
+    return [name for name in RATING_COLUMNS if name in names]
+
+
+def _typed(frame: pd.DataFrame, lines: np.ndarray) -> _Columns:
+    """The `RatingsSet.ratings` columns, typed, from a parsed frame without bad values."""
+    n = len(frame)
+    return {
+        "user_id": _as_int64(frame["user_id"]),
+        "movie_id": _as_int64(frame["movie_id"]),
+        "rating": _as_numbers(frame["rating"]).astype(np.float32),
+        "timestamp": _as_int64(frame["timestamp"]) if "timestamp" in frame else np.zeros(n, np.int64),
+        "line": np.asarray(lines, dtype=np.int64),
+    }
+
+
+def _as_int64(values: pd.Series) -> np.ndarray:
+    """int64 (n,) of a column of whole numbers, without a float round trip when already ints.
+
+    Always a copy: a view would keep pandas' whole 2-D block of the parsed frame alive.
+    """
+    if pd.api.types.is_integer_dtype(values):
+        return values.to_numpy(dtype=np.int64, copy=True)
+    return _as_numbers(values).astype(np.int64)
+
+
+class _RatingsBuffer:
+    """Typed ratings columns filled block by block.
+
+    Preallocated to the expected row count (grown by half when short) rather than joined from
+    per-block arrays at the end: a join needs twice the result's memory at its peak (25M ratings:
+    1.8 GB instead of 0.9 GB).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.rows = 0
+        self.columns = {name: np.empty(capacity, dtype) for name, dtype in RATINGS_DTYPES.items()}
+
+    def append(self, block: _Columns) -> None:
+        n = len(block["line"])
+        capacity = len(self.columns["line"])
+        if self.rows + n > capacity:
+            grown = max(self.rows + n, capacity + capacity // 2)
+            self.columns = {name: self._resized(array, grown) for name, array in self.columns.items()}
+        for name, array in self.columns.items():
+            array[self.rows : self.rows + n] = block[name]
+        self.rows += n
+
+    def _resized(self, array: np.ndarray, capacity: int) -> np.ndarray:
+        resized = np.empty(capacity, array.dtype)
+        resized[: self.rows] = array[: self.rows]
+        return resized
+
+    def frame(self) -> pd.DataFrame:
+        """The `RatingsSet.ratings` frame (views of the buffer, no copy)."""
+        return pd.DataFrame({name: array[: self.rows] for name, array in self.columns.items()}, copy=False)
+
+
+# --- movies -------------------------------------------------------------------------------------
+
+
+def _read_u_item(files: _Files, folder: PurePosixPath) -> pd.DataFrame | None:
+    """ml-100k's `u.item`: id|title|release|video release|IMDb url|19 genre flags."""
+    text = _read_text(files, folder / "u.item")
+    if text is None:
+        return None
+    table = pd.read_csv(
+        io.StringIO(text),
+        sep="|",
+        header=None,
+        dtype=str,
+        keep_default_na=False,
+        quoting=csv.QUOTE_NONE,
+        on_bad_lines="skip",
+    )
+    genre_names = _u_genre_names(files, folder)
+    flags = table.iloc[:, 5 : 5 + len(genre_names)].to_numpy() == "1"
+    genres = ["|".join(_genre_list(genre_names, row)) for row in flags]
+    return _movies_frame(table[0], table[1], pd.Series(genres, index=table.index))
+
+
+def _u_genre_names(files: _Files, folder: PurePosixPath) -> list[str]:
+    """Genre names by flag position, from `u.genre` ("name|index" lines), else the known list."""
+    text = _read_text(files, folder / "u.genre")
+    if text is None:
+        return list(ML100K_GENRES)
+    names: dict[int, str] = {}
+    for line in text.splitlines():
+        name, _, index = line.rpartition("|")
+        if name and index.strip().isdigit():
+            names[int(index)] = name
+    return [names.get(i, f"genre {i}") for i in range(max(names) + 1)] if names else list(ML100K_GENRES)
+
+
+def _genre_list(names: list[str], flags: np.ndarray) -> list[str]:
+    return [name for name, flag in zip(names, flags, strict=False) if flag]
+
+
+def _read_movies_dat(files: _Files, folder: PurePosixPath) -> pd.DataFrame | None:
+    """ml-1m / ml-10m `movies.dat`: id::title::genres ('::' is never inside a title)."""
+    text = _read_text(files, folder / "movies.dat")
+    if text is None:
+        return None
+    parts = pd.Series(text.splitlines(), dtype=object).str.split("::", n=2, expand=True)
+    parts = parts.reindex(columns=range(3))
+    return _movies_frame(parts[0], parts[1], parts[2])
+
+
+def _read_movies_csv(files: _Files, folder: PurePosixPath) -> pd.DataFrame | None:
+    """`movies.csv`: movieId,title,genres with titles quoted where they hold commas."""
+    text = _read_text(files, folder / "movies.csv")
+    if text is None:
+        return None
+    first_field = text.split("\n", 1)[0].split(",", 1)[0].strip()
+    table = pd.read_csv(
+        io.StringIO(text),
+        header=None if first_field.isdigit() else 0,
+        dtype=str,
+        keep_default_na=False,
+        on_bad_lines="skip",
+    )
+    genres = table.iloc[:, 2] if table.shape[1] > 2 else pd.Series("", index=table.index)
+    return _movies_frame(table.iloc[:, 0], table.iloc[:, 1], genres)
+
+
+def _read_text(files: _Files, path: PurePosixPath) -> str | None:
+    """A small text file's content (UTF-8, else latin-1 as older GroupLens files are), or None."""
+    name = path.as_posix()
+    if name not in files.names():
+        return None
+    with files.open(name) as stream:
+        raw = stream.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    return text if text.strip() else None
+
+
+def _movies_frame(ids: pd.Series, titles: pd.Series, genres: pd.Series) -> pd.DataFrame:
+    """The `RatingsSet.movies` frame from raw text columns; rows without an integer id dropped."""
+    movie_ids = pd.to_numeric(ids.str.strip(), errors="coerce")
+    valid = movie_ids.notna() & (movie_ids == movie_ids.round())
+    if not valid.all():
+        log.warning("skipped %d movie rows without an integer movie id", int((~valid).sum()))
+    titles = titles[valid].fillna("").astype(str).str.strip()
+    genres = genres[valid].fillna("").astype(str).str.strip()
+    return pd.DataFrame(
+        {
+            "movie_id": movie_ids[valid].astype(np.int64).to_numpy(),
+            "title": titles.to_numpy(dtype=object),
+            "year": _years(titles).array,
+            "genres": genres.map(_normalise_genres).to_numpy(dtype=object),
+        }
+    )
+
+
+def _years(titles: pd.Series) -> pd.Series:
+    """Int64 year from a title ending in "(1995)" (or a range "(2006-2007)": its start), else NA."""
+    return pd.to_numeric(titles.str.extract(_YEAR_AT_END, expand=False)).astype("Int64")
+
+
+def _normalise_genres(genres: str) -> str:
+    return "|".join(g for g in genres.split("|") if g.strip() and g not in NO_GENRE_LABELS)
+
+
+def _movies_from_ids(movie_ids: pd.Series) -> pd.DataFrame:
+    """Placeholder movies for data without a movies file: the rated ids, no titles or genres."""
+    ids = np.unique(movie_ids.to_numpy(dtype=np.int64))
+    return pd.DataFrame(
+        {
+            "movie_id": ids,
+            "title": np.full(len(ids), "", dtype=object),
+            "year": pd.array([pd.NA] * len(ids), dtype="Int64"),
+            "genres": np.full(len(ids), "", dtype=object),
+        }
+    )
+
+
+_ML100K = _Layout("u.data", b"\t", _read_u_item)
+_DAT = _Layout("ratings.dat", b"::", _read_movies_dat)
+_CSV = _Layout("ratings.csv", b",", _read_movies_csv)
+_LAYOUTS = (_ML100K, _DAT, _CSV)

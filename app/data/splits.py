@@ -1,0 +1,50 @@
+"""Ways to hold ratings out: random (seeded), by time per user, and k folds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+import numpy as np
+
+from app.data.training_set import TrainingSet
+
+SplitKind = Literal["random", "time"]
+
+
+def split_random(data: TrainingSet, holdout: float, seed: int) -> tuple[TrainingSet, TrainingSet]:
+    """A seeded random `holdout` fraction of the ratings as the second part."""
+    order = np.random.default_rng(seed).permutation(len(data))
+    n_held = round(len(data) * holdout)
+    return data.subset(np.sort(order[n_held:])), data.subset(np.sort(order[:n_held]))
+
+
+def split_by_time(data: TrainingSet, holdout: float) -> tuple[TrainingSet, TrainingSet]:
+    """Each user's newest `holdout` fraction of ratings as the second part ("predict the future").
+
+    A user with a single rating keeps it in the first part, so every held-out user is known.
+    """
+    order = np.lexsort((data.timestamps, data.user_rows))
+    users_sorted = data.user_rows[order]
+    starts = np.searchsorted(users_sorted, users_sorted, side="left")
+    counts = np.bincount(data.user_rows, minlength=data.n_users)[users_sorted]
+    rank_in_user = np.arange(len(order)) - starts
+    n_held = np.floor(counts * holdout).astype(np.int64)
+    held = rank_in_user >= counts - n_held
+    return data.subset(np.sort(order[~held])), data.subset(np.sort(order[held]))
+
+
+def split(data: TrainingSet, kind: SplitKind, holdout: float, seed: int) -> tuple[TrainingSet, TrainingSet]:
+    """(train, held-out) by `kind`."""
+    if kind == "time":
+        return split_by_time(data, holdout)
+    return split_random(data, holdout, seed)
+
+
+def k_folds(data: TrainingSet, k: int, seed: int) -> Iterator[tuple[TrainingSet, TrainingSet]]:
+    """(train, test) for each of k seeded random folds; every rating is tested exactly once."""
+    order = np.random.default_rng(seed).permutation(len(data))
+    for fold in np.array_split(order, k):
+        test_mask = np.zeros(len(data), dtype=bool)
+        test_mask[fold] = True
+        yield data.subset(~test_mask), data.subset(test_mask)

@@ -1,0 +1,381 @@
+"""What the REST API asks of the ratings store: small typed functions, each taking a `Session`.
+
+The caller owns the transaction (commit or roll back). Writes are single
+``INSERT ... ON CONFLICT`` statements on both dialects, so concurrent writers never create
+duplicates and the last write wins. Rating values are not checked against the configured
+scale here (the API does that with `Settings`); the schema's CHECK rejects values outside the
+store's outer scale with an `IntegrityError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Row,
+    String,
+    Table,
+    delete,
+    func,
+    literal,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+from app.db.models import Movie, Rating, User
+from app.db.session import SQLITE_FOLD_FUNCTION
+
+T = TypeVar("T")
+
+IN_CHUNK = 5_000
+"""Most ids bound in one IN list (SQLite allows 32,766 parameters a statement)."""
+
+RATINGS = Rating.__table__
+USERS = User.__table__
+MOVIES = Movie.__table__
+
+
+class UnknownMovie(LookupError):
+    """A rating names movies that are not in the catalog."""
+
+    def __init__(self, movie_ids: Iterable[int]) -> None:
+        self.movie_ids = sorted(movie_ids)
+        super().__init__(f"unknown movie id(s): {', '.join(map(str, self.movie_ids))}")
+
+
+class MovieExists(ValueError):
+    """`create_movie` was given an id the catalog already has."""
+
+    def __init__(self, movie_id: int) -> None:
+        self.movie_id = movie_id
+        super().__init__(f"movie {movie_id} already exists")
+
+
+@dataclass(frozen=True)
+class RatingRow:
+    """One stored rating; `rated_at` is timezone-aware UTC."""
+
+    user_id: int
+    movie_id: int
+    rating: float
+    rated_at: datetime
+
+
+@dataclass(frozen=True)
+class MovieRow:
+    """One catalog entry; `genres` is the list split from the stored '|'-joined text."""
+
+    id: int
+    title: str
+    year: int | None
+    genres: list[str]
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing and the size of the whole listing."""
+
+    items: list[T]
+    total: int
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """How many ratings of a batch were new and how many replaced a stored one."""
+
+    inserted: int
+    updated: int
+
+
+@dataclass(frozen=True)
+class RatingStats:
+    """Per rated movie, ascending by id: number of ratings and mean rating."""
+
+    movie_ids: np.ndarray
+    counts: np.ndarray
+    means: np.ndarray
+
+
+# --- ratings ----------------------------------------------------------------------------------
+
+
+def upsert_rating(
+    session: Session, user_id: int, movie_id: int, rating: float, rated_at: datetime
+) -> tuple[RatingRow, bool]:
+    """Store `user_id`'s rating of `movie_id` (the user is created on first rating).
+
+    Returns the stored row and whether it was created (False: it replaced an older one).
+    Raises `UnknownMovie` when the movie is not in the catalog.
+    """
+    stored = RatingRow(user_id, movie_id, rating, _from_unix(_unix_seconds(rated_at)))
+    return stored, _upsert(session, [stored])[0]
+
+
+def upsert_ratings(session: Session, rows: Sequence[RatingRow]) -> BatchResult:
+    """Store a batch, all or nothing: `UnknownMovie` (naming every missing id) before any write.
+
+    Of several rows for one (user, movie) the last wins.
+    """
+    unique = list({(row.user_id, row.movie_id): row for row in rows}.values())
+    created = _upsert(session, unique)
+    inserted = sum(created)
+    return BatchResult(inserted=inserted, updated=len(unique) - inserted)
+
+
+def delete_rating(session: Session, user_id: int, movie_id: int) -> bool:
+    """Remove one rating; False when there was none."""
+    result = session.execute(
+        delete(RATINGS).where(RATINGS.c.user_id == user_id, RATINGS.c.movie_id == movie_id)
+    )
+    return result.rowcount == 1
+
+
+def user_ratings(session: Session, user_id: int, limit: int, offset: int = 0) -> Page[RatingRow]:
+    """A user's ratings, newest first (ties by movie id), and how many they have in all."""
+    query = (
+        select(*RATINGS.c)
+        .where(RATINGS.c.user_id == user_id)
+        .order_by(RATINGS.c.rated_at.desc(), RATINGS.c.movie_id)
+        .limit(limit)
+        .offset(offset)
+    )
+    items = [_rating_row(row) for row in session.execute(query)]
+    total = session.scalar(select(func.count()).where(RATINGS.c.user_id == user_id))
+    return Page(items=items, total=total or 0)
+
+
+def rated_movie_ids(session: Session, user_id: int) -> list[int]:
+    """Ids of the movies `user_id` rated, ascending."""
+    query = select(RATINGS.c.movie_id).where(RATINGS.c.user_id == user_id).order_by("movie_id")
+    return list(session.scalars(query))
+
+
+def user_rating_arrays(session: Session, user_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """A user's ratings as (movie ids int64, ratings float32), ascending by movie id."""
+    query = (
+        select(RATINGS.c.movie_id, RATINGS.c.rating)
+        .where(RATINGS.c.user_id == user_id)
+        .order_by(RATINGS.c.movie_id)
+    )
+    rows = session.execute(query).all()
+    movie_ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    ratings = np.fromiter((row[1] for row in rows), dtype=np.float32, count=len(rows))
+    return movie_ids, ratings
+
+
+def movie_rating_stats(session: Session) -> RatingStats:
+    """Count and mean rating of every rated movie, for a popularity fallback."""
+    query = (
+        select(RATINGS.c.movie_id, func.count(), func.avg(RATINGS.c.rating))
+        .group_by(RATINGS.c.movie_id)
+        .order_by(RATINGS.c.movie_id)
+    )
+    rows = session.execute(query).all()
+    return RatingStats(
+        movie_ids=np.array([row[0] for row in rows], dtype=np.int64),
+        counts=np.array([row[1] for row in rows], dtype=np.int64),
+        means=np.array([row[2] for row in rows], dtype=np.float32),
+    )
+
+
+def count_ratings(session: Session) -> int:
+    """How many ratings are stored."""
+    return session.scalar(select(func.count()).select_from(RATINGS)) or 0
+
+
+# --- movies -----------------------------------------------------------------------------------
+
+
+def get_movie(session: Session, movie_id: int) -> MovieRow | None:
+    """The catalog entry `movie_id`, None when there is none."""
+    row = session.execute(select(*MOVIES.c).where(MOVIES.c.id == movie_id)).one_or_none()
+    return None if row is None else _movie_row(row)
+
+
+def search_movies(
+    session: Session,
+    search: str | None = None,
+    genre: str | None = None,
+    limit: int = 20,
+    offset: int = 0,
+) -> Page[MovieRow]:
+    """Movies whose title contains `search` (any case, Unicode) and whose genres include `genre`.
+
+    `genre` must equal one of the '|'-separated genres (any case). Both are bound parameters
+    with LIKE wildcards escaped, so any text is searched for literally. Ordered by id.
+    """
+    if genre and "|" in genre:
+        return Page(items=[], total=0)
+    conditions: list[ColumnElement[bool]] = []
+    if search:
+        conditions.append(fold(MOVIES.c.title).contains(search.lower(), autoescape=True))
+    if genre:
+        padded = fold(literal("|", String) + MOVIES.c.genres + literal("|", String))
+        conditions.append(padded.contains(f"|{genre.lower()}|", autoescape=True))
+    query = select(*MOVIES.c).where(*conditions)
+    items = session.execute(query.order_by(MOVIES.c.id).limit(limit).offset(offset))
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    return Page(items=[_movie_row(row) for row in items], total=total or 0)
+
+
+def create_movie(
+    session: Session, movie_id: int, title: str, year: int | None, genres: Sequence[str]
+) -> MovieRow:
+    """Add a catalog entry; `MovieExists` when the id is taken."""
+    values = {"id": movie_id, "title": title, "year": year, "genres": "|".join(genres)}
+    query = _insert(session, MOVIES).values(values).on_conflict_do_nothing().returning(*MOVIES.c)
+    row = session.execute(query).one_or_none()
+    if row is None:
+        raise MovieExists(movie_id)
+    return _movie_row(row)
+
+
+def movie_titles(session: Session, ids: Iterable[int]) -> dict[int, str]:
+    """Titles of those of `ids` in the catalog."""
+    return {
+        movie_id: title
+        for chunk in _chunks(ids)
+        for movie_id, title in session.execute(
+            select(MOVIES.c.id, MOVIES.c.title).where(MOVIES.c.id.in_(chunk))
+        )
+    }
+
+
+def movies_exist(session: Session, ids: Iterable[int]) -> set[int]:
+    """Those of `ids` that are in the catalog."""
+    return {
+        movie_id
+        for chunk in _chunks(ids)
+        for movie_id in session.scalars(select(MOVIES.c.id).where(MOVIES.c.id.in_(chunk)))
+    }
+
+
+def ping(session: Session) -> None:
+    """Round-trip to the database; raises `sqlalchemy.exc.SQLAlchemyError` when unreachable."""
+    session.execute(text("SELECT 1"))
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+class fold(FunctionElement[str]):
+    """Unicode-aware lower case of a text expression: ``lower()`` on PostgreSQL, a Python
+    function registered by `make_engine` on SQLite (whose ``lower()`` knows only ASCII)."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(fold)
+def _fold_default(element: fold, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"lower({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(fold, "sqlite")
+def _fold_sqlite(element: fold, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"{SQLITE_FOLD_FUNCTION}({compiler.process(element.clauses, **kw)})"
+
+
+def _upsert(session: Session, rows: Sequence[RatingRow]) -> list[bool]:
+    """Write rows of distinct (user, movie) pairs; for each, whether it was created."""
+    if not rows:
+        return []
+    missing = {row.movie_id for row in rows} - movies_exist(session, {r.movie_id for r in rows})
+    if missing:
+        raise UnknownMovie(missing)
+    users = sorted({row.user_id for row in rows})
+    session.execute(_insert(session, USERS).on_conflict_do_nothing(), [{"id": u} for u in users])
+    values = [
+        {
+            "user_id": row.user_id,
+            "movie_id": row.movie_id,
+            "rating": row.rating,
+            "rated_at": _unix_seconds(row.rated_at),
+        }
+        for row in rows
+    ]
+    if session.get_bind().dialect.name == "postgresql":
+        return _upsert_returning_created(session, values)
+    existing = _existing_pairs(session, [(row.user_id, row.movie_id) for row in rows])
+    session.execute(_rating_upsert(session), values)
+    return [(row.user_id, row.movie_id) not in existing for row in rows]
+
+
+def _upsert_returning_created(session: Session, values: list[dict]) -> list[bool]:
+    """PostgreSQL: upsert and tell new rows by ``xmax = 0`` (no older version was replaced)."""
+    query = _rating_upsert(session).returning(RATINGS.c.user_id, RATINGS.c.movie_id, text("xmax = 0"))
+    created = {(user, movie): bool(new) for user, movie, new in session.execute(query, values)}
+    return [created[(value["user_id"], value["movie_id"])] for value in values]
+
+
+def _rating_upsert(session: Session) -> Insert:
+    """INSERT a rating, replacing value and time of the stored one for the same pair."""
+    query = _insert(session, RATINGS)
+    return query.on_conflict_do_update(
+        index_elements=[RATINGS.c.user_id, RATINGS.c.movie_id],
+        set_={"rating": query.excluded.rating, "rated_at": query.excluded.rated_at},
+    )
+
+
+def _existing_pairs(session: Session, pairs: list[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Those (user, movie) pairs already rated (SQLite: exact, the write lock is held)."""
+    found: set[tuple[int, int]] = set()
+    for chunk in _chunks(pairs):
+        query = select(RATINGS.c.user_id, RATINGS.c.movie_id).where(
+            tuple_(RATINGS.c.user_id, RATINGS.c.movie_id).in_(chunk)
+        )
+        found.update((user_id, movie_id) for user_id, movie_id in session.execute(query))
+    return found
+
+
+def _insert(session: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """The dialect's INSERT, which knows ON CONFLICT."""
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+def _chunks(values: Iterable[T]) -> Iterator[list[T]]:
+    """`values` deduplicated, `IN_CHUNK` at a time, each bound as one expanding parameter."""
+    unique = list(dict.fromkeys(values))
+    for start in range(0, len(unique), IN_CHUNK):
+        yield unique[start : start + IN_CHUNK]
+
+
+def _unix_seconds(moment: datetime) -> int:
+    """Whole unix seconds; a naive datetime is taken as UTC."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return int(aware.timestamp())
+
+
+def _from_unix(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _rating_row(row: Row) -> RatingRow:
+    return RatingRow(
+        user_id=row.user_id,
+        movie_id=row.movie_id,
+        rating=float(row.rating),
+        rated_at=_from_unix(row.rated_at),
+    )
+
+
+def _movie_row(row: Row) -> MovieRow:
+    return MovieRow(
+        id=row.id,
+        title=row.title,
+        year=row.year,
+        genres=row.genres.split("|") if row.genres else [],
+    )

@@ -1,0 +1,54 @@
+"""The dot-product model: a rating is the dot product of a user row and a movie row, plus biases."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DotProductBias(nn.Module):
+    """`rating = sigmoid(U[u] . M[m] + b_u[u] + b_m[m]) * (hi - lo) + lo` (fastai's EmbeddingDotBias).
+
+    Args:
+        n_users: rows of the user table U.
+        n_movies: rows of the movie table M.
+        n_factors: k, the width of each embedding row.
+        y_range: (lo, hi), the open interval the sigmoid maps onto; slightly wider than the
+            rating scale so that the extreme ratings are reachable with finite scores.
+    """
+
+    def __init__(self, n_users: int, n_movies: int, n_factors: int, y_range: tuple[float, float]) -> None:
+        super().__init__()
+        self.user_emb = nn.Embedding(n_users, n_factors)
+        self.movie_emb = nn.Embedding(n_movies, n_factors)
+        self.user_bias = nn.Embedding(n_users, 1)
+        self.movie_bias = nn.Embedding(n_movies, 1)
+        self.y_range = y_range
+        for table in (self.user_emb, self.movie_emb):
+            nn.init.normal_(table.weight, std=0.01)
+        for table in (self.user_bias, self.movie_bias):
+            nn.init.zeros_(table.weight)
+
+    def forward(self, users: torch.Tensor, movies: torch.Tensor) -> torch.Tensor:
+        """Row-wise: users and movies are int (B,) row indices; returns the B predicted ratings."""
+        dot = (self.user_emb(users) * self.movie_emb(movies)).sum(-1)
+        return self.squash(dot + self.user_bias(users)[:, 0] + self.movie_bias(movies)[:, 0])
+
+    def forward_matrix(self, users: torch.Tensor, movies: torch.Tensor) -> torch.Tensor:
+        """All pairs at once: int (P,) and (Q,) rows give the (P, Q) matrix `U[u] @ M[m].T + b`."""
+        scores = self.user_emb(users) @ self.movie_emb(movies).T
+        scores = scores + self.user_bias(users) + self.movie_bias(movies).T
+        return self.squash(scores)
+
+    def squash(self, scores: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.y_range
+        return torch.sigmoid(scores) * (hi - lo) + lo
+
+    def penalty(self, users: torch.Tensor, movies: torch.Tensor) -> torch.Tensor:
+        """Mean squared norm of the embedding rows a batch touched: the classic per-rating L2 term.
+
+        Per rating rather than per table, so a row is shrunk in proportion to how often it is
+        seen, and rows a batch did not touch are left alone (biases are not shrunk at all).
+        """
+        squares = self.user_emb(users).pow(2).sum(-1) + self.movie_emb(movies).pow(2).sum(-1)
+        return squares.mean()

@@ -1,0 +1,186 @@
+"""The training loop: shuffled mini-batches of (user, movie, rating) rows, Adam, one-cycle schedule,
+per-rating L2, early stopping on validation RMSE."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from app.data.training_set import TrainingSet
+from app.ml.model import DotProductBias
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["rowwise", "dense"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters; the defaults were tuned on ml-100k and ml-1m-part1 (see BENCHMARKS.md).
+
+    Attributes:
+        n_factors: width k of the user and movie embeddings.
+        epochs: most passes over the training ratings.
+        lr: peak learning rate of the one-cycle schedule (Adam).
+        weight_decay: lambda of the per-rating L2 penalty on the embedding rows a batch touches.
+        batch_size: ratings per optimiser step.
+        seed: seeds the initial weights and every epoch's shuffle.
+        patience: epochs without a better validation RMSE before stopping early.
+        mode: "rowwise" scores a batch as `(U[u] * M[m]).sum(-1)`; "dense" scores the full
+            `U @ M.T` and picks the batch's cells, the spreadsheet way (small data only).
+    """
+
+    n_factors: int = 50
+    epochs: int = 10
+    lr: float = 5e-3
+    weight_decay: float = 0.07
+    batch_size: int = 1024
+    seed: int = 0
+    patience: int = 2
+    mode: Mode = "rowwise"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    train_loss: float
+    val_rmse: float | None
+    seconds: float
+
+
+@dataclass
+class FitResult:
+    model: DotProductBias
+    history: list[EpochStats] = field(default_factory=list)
+    best_epoch: int = 0
+
+
+EpochCallback = Callable[[EpochStats], None]
+
+
+def batch_predictions(
+    model: DotProductBias, users: torch.Tensor, movies: torch.Tensor, mode: Mode
+) -> torch.Tensor:
+    """The model's ratings for a batch of (user, movie) rows, computed the `mode` way."""
+    if mode == "dense":
+        all_users = torch.arange(model.user_emb.num_embeddings)
+        all_movies = torch.arange(model.movie_emb.num_embeddings)
+        return model.forward_matrix(all_users, all_movies)[users, movies]
+    return model(users, movies)
+
+
+def batch_loss(
+    model: DotProductBias,
+    users: torch.Tensor,
+    movies: torch.Tensor,
+    ratings: torch.Tensor,
+    weight_decay: float,
+    mode: Mode = "rowwise",
+) -> torch.Tensor:
+    """Mean squared error of the batch plus the per-rating L2 penalty."""
+    predictions = batch_predictions(model, users, movies, mode)
+    mse = nn.functional.mse_loss(predictions, ratings)
+    return mse + weight_decay * model.penalty(users, movies)
+
+
+@torch.no_grad()
+def rmse(model: DotProductBias, data: TrainingSet, batch_size: int = 1 << 16) -> float:
+    """Root mean squared error of the model on every rating of `data`."""
+    users, movies, ratings = as_tensors(data)
+    squared = sum(
+        (model(u, m) - r).pow(2).sum().item()
+        for u, m, r in zip(
+            users.split(batch_size),
+            movies.split(batch_size),
+            ratings.split(batch_size),
+            strict=True,
+        )
+    )
+    return float((squared / max(len(data), 1)) ** 0.5)
+
+
+def as_tensors(data: TrainingSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Zero-copy torch views of a TrainingSet's user rows, movie rows and ratings."""
+    return (
+        torch.from_numpy(data.user_rows),
+        torch.from_numpy(data.movie_rows),
+        torch.from_numpy(data.ratings),
+    )
+
+
+def fit(
+    train: TrainingSet,
+    config: TrainConfig,
+    y_range: tuple[float, float],
+    validation: TrainingSet | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> FitResult:
+    """Train a DotProductBias on `train`; with `validation`, stop early and keep the best epoch.
+
+    Args:
+        train: the ratings to learn from; its id maps size the embedding tables.
+        config: hyper-parameters.
+        y_range: (lo, hi) the sigmoid maps onto.
+        validation: ratings held out from `train` (same id maps) for early stopping.
+        on_epoch: called after every epoch with its statistics (progress bars, logs).
+    """
+    torch.manual_seed(config.seed)
+    model = DotProductBias(train.n_users, train.n_movies, config.n_factors, y_range)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+    steps_per_epoch = max(1, -(-len(train) // config.batch_size))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
+    )
+    shuffler = torch.Generator().manual_seed(config.seed)
+    users, movies, ratings = as_tensors(train)
+    result = FitResult(model=model)
+    best_rmse, best_state = float("inf"), None
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        total_loss = 0.0
+        for batch in torch.randperm(len(train), generator=shuffler).split(config.batch_size):
+            loss = batch_loss(
+                model, users[batch], movies[batch], ratings[batch], config.weight_decay, config.mode
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += loss.item() * len(batch)
+        model.eval()
+        val_rmse = rmse(model, validation) if validation is not None and len(validation) else None
+        stats = EpochStats(epoch, total_loss / len(train), val_rmse, time.perf_counter() - started)
+        result.history.append(stats)
+        if on_epoch is not None:
+            on_epoch(stats)
+        if val_rmse is None:
+            result.best_epoch = epoch
+            continue
+        if val_rmse < best_rmse:
+            best_rmse, best_state, result.best_epoch = (
+                val_rmse,
+                copy.deepcopy(model.state_dict()),
+                epoch,
+            )
+        elif epoch - result.best_epoch >= config.patience:
+            log.info(
+                "early stop at epoch %d: best validation RMSE %.4f at epoch %d",
+                epoch,
+                best_rmse,
+                result.best_epoch,
+            )
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return result

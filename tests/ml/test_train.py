@@ -1,0 +1,64 @@
+import numpy as np
+import torch
+
+from app.data.splits import k_folds, split_by_time, split_random
+from app.ml.evaluate import BiasBaseline, rmse
+from app.ml.train import TrainConfig, fit
+from app.ml.train import rmse as model_rmse
+
+CONFIG = TrainConfig(n_factors=8, epochs=30, lr=2e-2, weight_decay=0.01, batch_size=512, patience=3)
+
+
+def test_training_recovers_a_planted_low_rank_matrix(planted) -> None:
+    data, truth = planted.data, planted.truth
+    train, test = split_random(data, 0.2, seed=0)
+    fit_part, validation = split_random(train, 0.1, seed=1)
+    result = fit(fit_part, CONFIG, (0.0, 5.5), validation)
+    held_out = model_rmse(result.model, test)
+    baseline = BiasBaseline.fit(train)
+    bias_only = rmse(baseline.predict(test.user_rows, test.movie_rows), test.ratings)
+    assert held_out < planted.noise * 1.35, held_out
+    assert held_out < 0.6 * bias_only
+    with torch.no_grad():
+        recovered = result.model.forward_matrix(torch.arange(300), torch.arange(200)).numpy()
+    assert np.sqrt(np.mean((recovered - truth) ** 2)) < planted.noise
+
+
+def test_training_is_reproducible_for_a_seed(planted) -> None:
+    data = planted.data
+    config = TrainConfig(n_factors=4, epochs=2, batch_size=1024, seed=7)
+    first = fit(data, config, (0.0, 5.5)).model.state_dict()
+    second = fit(data, config, (0.0, 5.5)).model.state_dict()
+    other = fit(data, TrainConfig(**config.as_dict() | {"seed": 8}), (0.0, 5.5)).model.state_dict()
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], rtol=0, atol=0)
+    assert not torch.equal(first["user_emb.weight"], other["user_emb.weight"])
+
+
+def test_early_stopping_keeps_the_best_epoch(planted) -> None:
+    data = planted.data
+    train, validation = split_random(data, 0.2, seed=0)
+    overfitting = TrainConfig(n_factors=64, epochs=40, lr=5e-2, weight_decay=0.0, batch_size=256, patience=2)
+    result = fit(train, overfitting, (0.0, 5.5), validation)
+    history = [h.val_rmse for h in result.history]
+    assert len(history) < 40, "should have stopped early"
+    assert result.best_epoch == int(np.argmin(history)) + 1
+    assert abs(model_rmse(result.model, validation) - min(history)) < 1e-5
+
+
+def test_time_split_holds_out_each_users_newest_ratings(planted) -> None:
+    data = planted.data
+    train, held = split_by_time(data, 0.2)
+    assert len(train) + len(held) == len(data)
+    for user in range(0, data.n_users, 37):
+        newest_train = train.timestamps[train.user_rows == user].max()
+        held_times = held.timestamps[held.user_rows == user]
+        assert len(held_times) > 0 and held_times.min() >= newest_train
+    assert set(np.unique(held.user_rows)) <= set(np.unique(train.user_rows))
+
+
+def test_k_folds_test_every_rating_once(planted) -> None:
+    data = planted.data
+    seen = np.concatenate([test.ratings for _, test in k_folds(data, 5, seed=0)])
+    assert len(seen) == len(data)
+    assert np.allclose(np.sort(seen), np.sort(data.ratings))

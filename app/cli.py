@@ -82,7 +82,7 @@ def synth(
 @app.command("import")
 def import_(
     source: Annotated[
-        str | None, typer.Argument(help="a path (folder, archive, CSV) or a GroupLens name; default DATA_SOURCE")
+        str | None, typer.Argument(help="a path or GroupLens name; default: DATA_SOURCE")
     ] = None,
     on_error: Annotated[str, typer.Option(help="skip bad lines, or fail and import nothing")] = "skip",
     quiet: bool = False,

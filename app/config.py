@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     rating_max: float = 5.0
     rating_step: float = 0.5
 
+    #: top-N lists rank by predicted rating + this * log(1 + the movie's ratings); see README
+    popularity_weight: float = 0.5
+
     max_matrix_cells: int = 1_000_000
     max_pairs: int = 100_000
     max_batch_ratings: int = 10_000

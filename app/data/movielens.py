@@ -267,7 +267,7 @@ def _layout_for(ratings_path: str) -> _Layout:
 def _read_ratings(stream: BinaryIO, size: int, separator: bytes) -> tuple[pd.DataFrame, list[RowProblem]]:
     """All ratings of a stream of `size` bytes, as the `RatingsSet.ratings` frame plus the lines
     left out."""
-    blocks = _line_blocks(stream)
+    blocks = _line_blocks(stream, _BLOCK_BYTES)
     if separator == b"::":
         blocks = (block.replace(b"::", _DAT_SEPARATOR) for block in blocks)
         separator = _DAT_SEPARATOR
@@ -296,7 +296,7 @@ def _expected_lines(sample: bytes, size: int) -> int:
     return int(size / max(len(sample), 1) * sample.count(b"\n") * 1.02) + 1
 
 
-def _line_blocks(stream: BinaryIO, block_bytes: int = _BLOCK_BYTES) -> Iterator[bytes]:
+def _line_blocks(stream: BinaryIO, block_bytes: int) -> Iterator[bytes]:
     """The stream in pieces of about `block_bytes`, each ending with a newline (one is added)."""
     tail = b""
     while chunk := stream.read(block_bytes):

@@ -12,11 +12,17 @@ from app.data.training_set import TrainingSet
 SplitKind = Literal["random", "time"]
 
 
+def holdout_mask(n: int, holdout: float, seed: int) -> np.ndarray:
+    """bool (n,): a seeded random `holdout` fraction of n rows set."""
+    mask = np.zeros(n, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(n)[: round(n * holdout)]] = True
+    return mask
+
+
 def split_random(data: TrainingSet, holdout: float, seed: int) -> tuple[TrainingSet, TrainingSet]:
     """A seeded random `holdout` fraction of the ratings as the second part."""
-    order = np.random.default_rng(seed).permutation(len(data))
-    n_held = round(len(data) * holdout)
-    return data.subset(np.sort(order[n_held:])), data.subset(np.sort(order[:n_held]))
+    held = holdout_mask(len(data), holdout, seed)
+    return data.subset(~held), data.subset(held)
 
 
 def split_by_time(data: TrainingSet, holdout: float) -> tuple[TrainingSet, TrainingSet]:
@@ -41,10 +47,15 @@ def split(data: TrainingSet, kind: SplitKind, holdout: float, seed: int) -> tupl
     return split_random(data, holdout, seed)
 
 
+def k_fold_masks(n: int, k: int, seed: int) -> Iterator[np.ndarray]:
+    """bool (n,) test masks of k seeded random folds; every row is in exactly one."""
+    for fold in np.array_split(np.random.default_rng(seed).permutation(n), k):
+        mask = np.zeros(n, dtype=bool)
+        mask[fold] = True
+        yield mask
+
+
 def k_folds(data: TrainingSet, k: int, seed: int) -> Iterator[tuple[TrainingSet, TrainingSet]]:
     """(train, test) for each of k seeded random folds; every rating is tested exactly once."""
-    order = np.random.default_rng(seed).permutation(len(data))
-    for fold in np.array_split(order, k):
-        test_mask = np.zeros(len(data), dtype=bool)
-        test_mask[fold] = True
+    for test_mask in k_fold_masks(len(data), k, seed):
         yield data.subset(~test_mask), data.subset(test_mask)

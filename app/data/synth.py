@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -36,8 +37,8 @@ MOVIE_BIAS_STD = 0.45
 INTERACTION_STD = 0.8
 # Popularity of the movie of rank r (1 = most rated) is proportional to (r + OFFSET) ** -EXPONENT;
 # the offset flattens the head so the top movie holds about 0.5 % of ratings, as in MovieLens.
-MOVIE_POPULARITY = {"exponent": 1.2, "offset": 50.0}
-USER_ACTIVITY = {"exponent": 1.0, "offset": 50.0}
+MOVIE_POPULARITY = {"exponent": 2.0, "offset": 200.0}
+USER_ACTIVITY = {"exponent": 1.0, "offset": 100.0}
 # MovieLens keeps only users with at least 20 ratings.
 MIN_RATINGS_PER_USER = 20
 START_TIME = 946_684_800  # 2000-01-01, when the first user joins
@@ -50,7 +51,7 @@ GENRES = (
 )  # fmt: skip
 
 _CHUNK_RATINGS = 500_000
-# Rounds of "draw what is missing from the popularity distribution" before the exact fallback.
+# Rounds of "draw what each user misses" per distribution (popularity, then uniform).
 _DRAW_ROUNDS = 8
 # Seeds of the independent random streams, combined with the user's seed.
 _FACTORS_STREAM, _LAYOUT_STREAM, _CHUNK_STREAM, _MOVIES_STREAM = range(4)
@@ -143,14 +144,6 @@ class _Popularity:
         levels = top - rng.random(size) * (top - bottom)
         ranks = np.floor(levels ** (1.0 / (1.0 - self.exponent)) - 1.0 - self.offset)
         return self.movie_of_rank[np.clip(ranks, 0, n - 1).astype(np.int64)]
-
-    def probabilities(self) -> np.ndarray:
-        """float64 (n_movies,) probability of each movie row in one draw."""
-        terms = self._cdf_terms(np.arange(len(self.movie_of_rank) + 1, dtype=np.float64))
-        by_rank = -np.diff(terms) / (terms[0] - terms[-1])
-        by_movie = np.empty_like(by_rank)
-        by_movie[self.movie_of_rank] = by_rank
-        return by_movie
 
 
 @dataclass(frozen=True)
@@ -339,25 +332,40 @@ def _chunk_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (user row, movie row) pairs of users first..stop-1, sorted by user then movie.
 
-    Each user's movies are a popularity-weighted sample without replacement: the covering pairs,
-    then rounds of exactly as many popularity draws as the user still misses, repeats dropped
-    (so no user ever gets too many). Users still short after that, the ones rating a large part
-    of the catalogue, get the rest by the exact exponential-key method. Pairs are handled as
-    sorted int64 keys user * n_movies + movie. Returns int64 arrays (n,).
+    Each user gets the covering pairs, then rounds of exactly as many popularity draws as they
+    still miss, repeats dropped (so no user ever gets too many): a popularity-weighted sample
+    without replacement. Heavy raters exhaust the popular movies; what they still miss comes
+    uniformly from the movies they have not rated (rounds of uniform draws, then exactly), which
+    is what keeps obscure movies rated, as in MovieLens. Pairs are handled as sorted int64 keys
+    user * n_movies + movie. Returns int64 arrays (n,).
     """
     n_movies = len(layout.popularity.movie_of_rank)
     wanted = layout.counts[first:stop]
     lo, hi = np.searchsorted(layout.covering_users, [first, stop])
     keys = np.sort((layout.covering_users[lo:hi] - first) * n_movies + layout.covering_movies[lo:hi])
+    keys = _draw_rounds(keys, wanted, n_movies, lambda size: layout.popularity.sample(rng, size))
+    keys = _draw_rounds(keys, wanted, n_movies, lambda size: rng.integers(0, n_movies, size))
+    keys = _fill_uniformly(keys, wanted, n_movies, rng)
+    return keys // n_movies + first, keys % n_movies
+
+
+def _draw_rounds(
+    keys: np.ndarray, wanted: np.ndarray, n_movies: int, draw: Callable[[int], np.ndarray]
+) -> np.ndarray:
+    """Add `draw(k)` movies (int64 (k,)) for what each user misses, repeats dropped, a few times."""
     for _ in range(_DRAW_ROUNDS):
-        missing = wanted - np.bincount(keys // n_movies, minlength=len(wanted))
+        missing = _missing(keys, wanted, n_movies)
         if not missing.any():
             break
         drawn = np.repeat(np.arange(len(wanted)) * n_movies, missing)
-        drawn += layout.popularity.sample(rng, len(drawn))
+        drawn += draw(len(drawn))
         keys = _distinct_sorted(np.concatenate((keys, np.sort(drawn))))
-    keys = _fill_exactly(keys, wanted, layout.popularity.probabilities(), rng)
-    return keys // n_movies + first, keys % n_movies
+    return keys
+
+
+def _missing(keys: np.ndarray, wanted: np.ndarray, n_movies: int) -> np.ndarray:
+    """int64 (n_users,) how many movies each user of the chunk still needs."""
+    return wanted - np.bincount(keys // n_movies, minlength=len(wanted))
 
 
 def _distinct_sorted(keys: np.ndarray) -> np.ndarray:
@@ -369,19 +377,19 @@ def _distinct_sorted(keys: np.ndarray) -> np.ndarray:
     return keys[np.concatenate(([True], keys[1:] != keys[:-1]))]
 
 
-def _fill_exactly(
-    keys: np.ndarray, wanted: np.ndarray, popularity: np.ndarray, rng: np.random.Generator
+def _fill_uniformly(
+    keys: np.ndarray, wanted: np.ndarray, n_movies: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Top up users short of `wanted` by weighted sampling without replacement (exponential keys).
+    """Top up users still short of `wanted` with random movies they have not rated.
 
-    `keys` are sorted pair keys user * n_movies + movie; returns them with the additions, sorted.
+    O(n_movies) per user, so only for the few rating nearly the whole catalogue. `keys` are
+    sorted pair keys; returns them with the additions, sorted.
     """
-    n_movies = len(popularity)
-    missing = wanted - np.bincount(keys // n_movies, minlength=len(wanted))
+    missing = _missing(keys, wanted, n_movies)
     additions = []
     for user in np.flatnonzero(missing):
         lo, hi = np.searchsorted(keys, [user * n_movies, (user + 1) * n_movies])
-        priority = rng.exponential(size=n_movies) / popularity
+        priority = rng.random(n_movies)
         priority[keys[lo:hi] - user * n_movies] = np.inf
         picked = np.argpartition(priority, missing[user] - 1)[: missing[user]]
         additions.append(user * n_movies + picked)

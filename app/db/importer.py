@@ -300,7 +300,6 @@ def _pg_bulk_load(connection: Connection, ratings: pd.DataFrame, batch_size: int
         connection.execute(CreateIndex(index))
     for foreign_key in foreign_keys:
         connection.execute(AddConstraint(foreign_key))
-    connection.exec_driver_sql("ANALYZE ratings")
     return len(ratings)
 
 

@@ -2,7 +2,10 @@
 
 The caller owns the transaction (commit or roll back). Writes are single
 ``INSERT ... ON CONFLICT`` statements on both dialects, so concurrent writers never create
-duplicates and the last write wins. Rating values are not checked against the configured
+duplicates and the last write wins. On SQLite, call a write function first in its transaction:
+it starts with a write, so SQLite takes its write lock (waiting up to `db_timeout_s` for other
+writers) before reading; a transaction that read first can fail with "database is locked"
+when another writer committed in between. Rating values are not checked against the configured
 scale here (the API does that with `Settings`); the schema's CHECK rejects values outside the
 store's outer scale with an `IntegrityError`.
 """
@@ -289,28 +292,34 @@ def _fold_sqlite(element: fold, compiler: SQLCompiler, **kw: Any) -> str:
 
 
 def _upsert(session: Session, rows: Sequence[RatingRow]) -> list[bool]:
-    """Write rows of distinct (user, movie) pairs; for each, whether it was created."""
+    """Write rows of distinct (user, movie) pairs; for each, whether it was created.
+
+    Inside a savepoint, so an unknown movie undoes the users written for it. The first
+    statement is a write, so SQLite takes its write lock before reading anything.
+    """
     if not rows:
         return []
-    missing = {row.movie_id for row in rows} - movies_exist(session, {r.movie_id for r in rows})
-    if missing:
-        raise UnknownMovie(missing)
-    users = sorted({row.user_id for row in rows})
-    session.execute(_insert(session, USERS).on_conflict_do_nothing(), [{"id": u} for u in users])
-    values = [
-        {
-            "user_id": row.user_id,
-            "movie_id": row.movie_id,
-            "rating": row.rating,
-            "rated_at": _unix_seconds(row.rated_at),
-        }
-        for row in rows
-    ]
-    if session.get_bind().dialect.name == "postgresql":
-        return _upsert_returning_created(session, values)
-    existing = _existing_pairs(session, [(row.user_id, row.movie_id) for row in rows])
-    session.execute(_rating_upsert(session), values)
-    return [(row.user_id, row.movie_id) not in existing for row in rows]
+    with session.begin_nested():
+        users = sorted({row.user_id for row in rows})
+        session.execute(_insert(session, USERS).on_conflict_do_nothing(), [{"id": u} for u in users])
+        wanted = {row.movie_id for row in rows}
+        missing = wanted - movies_exist(session, wanted)
+        if missing:
+            raise UnknownMovie(missing)
+        values = [
+            {
+                "user_id": row.user_id,
+                "movie_id": row.movie_id,
+                "rating": row.rating,
+                "rated_at": _unix_seconds(row.rated_at),
+            }
+            for row in rows
+        ]
+        if session.get_bind().dialect.name == "postgresql":
+            return _upsert_returning_created(session, values)
+        existing = _existing_pairs(session, [(row.user_id, row.movie_id) for row in rows])
+        session.execute(_rating_upsert(session), values)
+        return [(row.user_id, row.movie_id) not in existing for row in rows]
 
 
 def _upsert_returning_created(session: Session, values: list[dict]) -> list[bool]:

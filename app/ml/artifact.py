@@ -32,6 +32,7 @@ TENSOR_SHAPES: dict[str, tuple[str, ...]] = {
     "movie_bias": ("movies",),
     "baseline_user_bias": ("users",),
     "baseline_movie_bias": ("movies",),
+    "movie_popularity": ("movies",),
 }
 
 

@@ -100,6 +100,11 @@ def ranking_scores(
     return RankingScores(hits_sum / n, recall_sum / n, ndcg_sum / n, len(users))
 
 
+def movie_popularity(data: TrainingSet) -> np.ndarray:
+    """float32 (n_movies,) log(1 + number of ratings) of each movie row."""
+    return np.log1p(np.bincount(data.movie_rows, minlength=data.n_movies)).astype(np.float32)
+
+
 def popularity_scorer(train: TrainingSet) -> UserScorer:
     """Scores every movie by its number of training ratings, the same for every user."""
     counts = np.bincount(train.movie_rows, minlength=train.n_movies).astype(np.float32)

@@ -55,7 +55,11 @@ def train_and_save(
         "movie_bias": result.model.movie_bias.weight[:, 0],
     }
     weights = {name: tensor.detach().numpy() for name, tensor in weights.items()}
-    weights |= {"baseline_user_bias": baseline.user_bias, "baseline_movie_bias": baseline.movie_bias}
+    weights |= {
+        "baseline_user_bias": baseline.user_bias,
+        "baseline_movie_bias": baseline.movie_bias,
+        "movie_popularity": evaluate.movie_popularity(data),
+    }
     meta = {
         "version": new_version_name(data.fingerprint),
         "n_users": data.n_users,
@@ -159,7 +163,8 @@ def evaluate_fold(
     bias_only = baseline.predict(test.user_rows, test.movie_rows)
     model_rank = popular_rank = evaluate.RankingScores(float("nan"), float("nan"), float("nan"), 0)
     if ranking:
-        model_rank = evaluate.ranking_scores(model_scorer(result.model), train, test)
+        scorer = model_scorer(result.model, evaluate.movie_popularity(train), settings.popularity_weight)
+        model_rank = evaluate.ranking_scores(scorer, train, test)
         popular_rank = evaluate.ranking_scores(evaluate.popularity_scorer(train), train, test)
     return FoldReport(
         fold=index,
@@ -181,12 +186,16 @@ def evaluate_fold(
     )
 
 
-def model_scorer(model: DotProductBias) -> evaluate.UserScorer:
+def model_scorer(
+    model: DotProductBias, popularity: np.ndarray, popularity_weight: float
+) -> evaluate.UserScorer:
+    """Ranks movies as the service does: predicted rating + popularity_weight * log(1 + ratings)."""
     all_movies = torch.arange(model.movie_emb.num_embeddings)
 
     @torch.no_grad()
     def score(user_rows: np.ndarray) -> np.ndarray:
-        return model.forward_matrix(torch.from_numpy(user_rows), all_movies).numpy()
+        predicted = model.forward_matrix(torch.from_numpy(user_rows), all_movies).numpy()
+        return predicted + popularity_weight * popularity
 
     return score
 

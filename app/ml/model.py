@@ -44,11 +44,36 @@ class DotProductBias(nn.Module):
         lo, hi = self.y_range
         return torch.sigmoid(scores) * (hi - lo) + lo
 
-    def penalty(self, users: torch.Tensor, movies: torch.Tensor) -> torch.Tensor:
-        """Mean squared norm of the embedding rows a batch touched: the classic per-rating L2 term.
+    def penalty(
+        self,
+        users: torch.Tensor,
+        movies: torch.Tensor,
+        user_weight: torch.Tensor | None = None,
+        movie_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean squared norm of the embedding rows a batch touched: a per-rating L2 term.
 
-        Per rating rather than per table, so a row is shrunk in proportion to how often it is
-        seen, and rows a batch did not touch are left alone (biases are not shrunk at all).
+        Args:
+            users, movies: int (B,) rows of the batch.
+            user_weight, movie_weight: optional float (n_users,) and (n_movies,) scales of each
+                row's penalty (see `frequency_weights`); rows a batch did not touch are left alone
+                and the biases are not shrunk.
         """
-        squares = self.user_emb(users).pow(2).sum(-1) + self.movie_emb(movies).pow(2).sum(-1)
-        return squares.mean()
+        user_squares = self.user_emb(users).pow(2).sum(-1)
+        movie_squares = self.movie_emb(movies).pow(2).sum(-1)
+        if user_weight is not None:
+            user_squares = user_squares * user_weight[users]
+        if movie_weight is not None:
+            movie_squares = movie_squares * movie_weight[movies]
+        return (user_squares + movie_squares).mean()
+
+
+def frequency_weights(rows: torch.Tensor, n_rows: int, power: float = 0.5) -> torch.Tensor:
+    """float (n_rows,) penalty scales `(mean count / count) ** power` of each row.
+
+    A per-rating penalty shrinks a row in proportion to its n ratings per epoch; scaling it by
+    n ** -power makes that n ** (1 - power): power 0 is the classic per-rating L2, 1 a per-row one.
+    With 0.5, busy users and blockbusters are shrunk less, rare ones still firmly.
+    """
+    counts = torch.bincount(rows, minlength=n_rows).clamp(min=1).float()
+    return (counts.mean() / counts).pow(power)

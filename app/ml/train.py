@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from app.data.training_set import TrainingSet
-from app.ml.model import DotProductBias
+from app.ml.model import DotProductBias, frequency_weights
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ class TrainConfig:
         epochs: most passes over the training ratings.
         lr: peak learning rate of the one-cycle schedule (Adam).
         weight_decay: lambda of the per-rating L2 penalty on the embedding rows a batch touches.
+        frequency_power: scales each row's penalty by (mean count / its count) ** power
+            (0: classic per-rating L2; see `frequency_weights`).
         batch_size: ratings per optimiser step.
         seed: seeds the initial weights and every epoch's shuffle.
         patience: epochs without a better validation RMSE before stopping early.
@@ -40,7 +42,8 @@ class TrainConfig:
     n_factors: int = 50
     epochs: int = 10
     lr: float = 5e-3
-    weight_decay: float = 0.07
+    weight_decay: float = 0.1
+    frequency_power: float = 0.5
     batch_size: int = 1024
     seed: int = 0
     patience: int = 2
@@ -86,11 +89,12 @@ def batch_loss(
     ratings: torch.Tensor,
     weight_decay: float,
     mode: Mode = "rowwise",
+    row_weights: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Mean squared error of the batch plus the per-rating L2 penalty."""
+    """Mean squared error of the batch plus the per-rating L2 penalty (scaled by `row_weights`)."""
     predictions = batch_predictions(model, users, movies, mode)
     mse = nn.functional.mse_loss(predictions, ratings)
-    return mse + weight_decay * model.penalty(users, movies)
+    return mse + weight_decay * model.penalty(users, movies, *(row_weights or ()))
 
 
 @torch.no_grad()
@@ -143,6 +147,10 @@ def fit(
     )
     shuffler = torch.Generator().manual_seed(config.seed)
     users, movies, ratings = as_tensors(train)
+    row_weights = (
+        frequency_weights(users, train.n_users, config.frequency_power),
+        frequency_weights(movies, train.n_movies, config.frequency_power),
+    )
     result = FitResult(model=model)
     best_rmse, best_state = float("inf"), None
     for epoch in range(1, config.epochs + 1):
@@ -151,7 +159,13 @@ def fit(
         total_loss = 0.0
         for batch in torch.randperm(len(train), generator=shuffler).split(config.batch_size):
             loss = batch_loss(
-                model, users[batch], movies[batch], ratings[batch], config.weight_decay, config.mode
+                model,
+                users[batch],
+                movies[batch],
+                ratings[batch],
+                config.weight_decay,
+                config.mode,
+                row_weights,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from sqlalchemy import Engine
 
 from app.config import Settings
 from app.data.movielens import RatingsSet
 from app.data.training_set import TrainingSet
-from app.db.export import ROW, export_training_set, sorted_by_key
+from app.db.export import export_training_set
 from app.db.importer import import_ratings_set
+
+RatingsSetMaker = Callable[[list[str], list[str]], RatingsSet]
 
 
 def test_export_equals_the_imported_data(engine: Engine, ml100k_set: RatingsSet, settings: Settings) -> None:
@@ -43,8 +47,17 @@ def test_export_of_an_empty_store(engine: Engine) -> None:
     assert exported.fingerprint["rows"] == 0 and exported.fingerprint["max_rated_at"] == 0
 
 
-def test_unordered_rows_are_sorted_by_user_then_movie() -> None:
-    records = np.array([(2, 1, 3.0, 0), (1, 9, 4.0, 0), (1, 2, 5.0, 0)], dtype=ROW)
-    ordered = sorted_by_key(records)
-    assert ordered["user_id"].tolist() == [1, 1, 2]
-    assert ordered["movie_id"].tolist() == [2, 9, 1]
+def test_export_after_later_imports_is_sorted_by_user_then_movie(
+    engine: Engine, make_ratings_set: RatingsSetMaker, settings: Settings
+) -> None:
+    movies = ["1,A (2001),Drama", "2,B (2002),Drama", "3,C (2003),Drama"]
+    import_ratings_set(engine, make_ratings_set(["9,3,1,10", "9,1,2,20"], movies), settings)
+    import_ratings_set(engine, make_ratings_set(["5,2,3,30", "9,2,4,40", "1,3,5,50"], movies), settings)
+
+    exported = export_training_set(engine, chunk_rows=2)
+
+    users = exported.user_ids[exported.user_rows].tolist()
+    pairs = list(zip(users, exported.movie_ids[exported.movie_rows].tolist(), strict=True))
+    assert pairs == [(1, 3), (5, 2), (9, 1), (9, 2), (9, 3)]
+    assert exported.ratings.tolist() == [5, 3, 2, 4, 1]
+    assert exported.fingerprint["rows"] == 5 and exported.fingerprint["max_rated_at"] == 50

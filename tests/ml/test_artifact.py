@@ -41,15 +41,31 @@ def test_save_then_load_gives_identical_predictions(trained, planted) -> None:
     data = planted.data
     np.testing.assert_array_equal(predictor.user_ids, data.user_ids)
     with torch.no_grad():
-        expected = version.fit.model(torch.from_numpy(data.user_rows), torch.from_numpy(data.movie_rows)).numpy()
-    np.testing.assert_allclose(predictor.pairs(data.user_rows, data.movie_rows), expected, rtol=1e-5, atol=1e-5)
+        expected = version.fit.model(
+            torch.from_numpy(data.user_rows), torch.from_numpy(data.movie_rows)
+        ).numpy()
+    np.testing.assert_allclose(
+        predictor.pairs(data.user_rows, data.movie_rows), expected, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_meta_records_what_serving_and_people_need(trained) -> None:
     _, version = trained
     meta = json.loads((version.path / "meta.json").read_text())
-    for key in ("format_version", "version", "created_at", "user_ids", "movie_ids", "rating_scale", "y_range",
-                "global_mean", "hyper_parameters", "metrics", "data_fingerprint", "library_versions"):
+    for key in (
+        "format_version",
+        "version",
+        "created_at",
+        "user_ids",
+        "movie_ids",
+        "rating_scale",
+        "y_range",
+        "global_mean",
+        "hyper_parameters",
+        "metrics",
+        "data_fingerprint",
+        "library_versions",
+    ):
         assert key in meta, key
     assert meta["hyper_parameters"]["n_factors"] == 6
     assert meta["data_fingerprint"]["rows"] == meta["n_ratings"]
@@ -108,8 +124,20 @@ def corrupt_meta(change) -> callable:
         (corrupt_meta(lambda m: m.update(movie_ids=m["movie_ids"][:-1])), "shape"),
         (corrupt_meta(lambda m: m.update(y_range=[5, 1])), "y_range"),
     ],
-    ids=["truncated", "pickle", "nan", "shape", "missing-tensor", "bad-json", "no-meta", "format",
-         "no-ids", "unsorted-ids", "ids-vs-shape", "y-range"],
+    ids=[
+        "truncated",
+        "pickle",
+        "nan",
+        "shape",
+        "missing-tensor",
+        "bad-json",
+        "no-meta",
+        "format",
+        "no-ids",
+        "unsorted-ids",
+        "ids-vs-shape",
+        "y-range",
+    ],
 )
 def test_corrupt_artifacts_fail_with_a_clear_message(trained, tmp_path, corrupt, message) -> None:
     _, version = trained

@@ -79,7 +79,8 @@ def test_dot_along_last_axis_keeps_the_batch_axis() -> None:
 def test_seed_keras_example_dotting_a_with_itself_gives_three_by_three() -> None:
     # The question passed `val` twice (b = K.variable(value=val)), so its output is a . a^T per sample.
     a = np.array(
-        [[[0, 1, 1, 1], [1, 1, 0, 0], [0, 0, 1, 1]], [[1, 1, 1, 0], [0, 0, 1, 0], [0, 1, 0, 0]]], dtype=np.float32
+        [[[0, 1, 1, 1], [1, 1, 0, 0], [0, 0, 1, 1]], [[1, 1, 1, 0], [0, 0, 1, 0], [0, 1, 0, 0]]],
+        dtype=np.float32,
     )
     out = keras_dot_axes_2(a, a)
     assert out.shape == (2, 3, 3)

@@ -1,0 +1,203 @@
+"""Error responses: one shape, `{"detail": ...}`, a 4xx naming the problem for any bad input,
+503 with the reason when the database is unreachable, 500 only for genuine bugs (logged).
+
+Also the request limits, enforced before a body is parsed: its size (413 naming the cap) and
+its content type (415 unless JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.schemas import ID_RULE
+from app.db.schema import SchemaOutOfDate
+
+log = logging.getLogger("dotrec.api")
+
+#: database errors that mean "unreachable, timed out or not migrated", not "your input is wrong"
+UNAVAILABLE = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    sa_exc.DisconnectionError,
+    sqlite3.OperationalError,
+    psycopg.OperationalError,
+    SchemaOutOfDate,
+)
+RETRY_AFTER_S = "5"
+ID_FIELDS = ("user_id", "movie_id", "user_ids", "movie_ids", "pairs")
+MAX_ECHOED_INPUT = 100
+
+
+def error_response(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def database_problem(error: BaseException) -> str:
+    """A one-line reason from a database error, without SQL, parameters or credentials."""
+    if isinstance(error, SchemaOutOfDate):
+        return str(error)
+    original = getattr(error, "orig", None) or error
+    if isinstance(error, sa_exc.TimeoutError):
+        return "no database connection free in time (pool timeout)"
+    text = str(original).strip().splitlines()
+    return text[0][:300] if text else type(original).__name__
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for error_type in UNAVAILABLE:
+        app.add_exception_handler(error_type, _database_unavailable)
+    app.add_exception_handler(sa_exc.IntegrityError, _integrity_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
+    return error_response(error.status_code, error.detail, getattr(error, "headers", None))
+
+
+async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    return error_response(422, [_clean(e) for e in error.errors()])
+
+
+def _clean(error: dict) -> dict:
+    """A pydantic error as a client needs it: where, what, and a short echo of the input."""
+    loc = [part if isinstance(part, int | str) else str(part) for part in error.get("loc", ())]
+    message = str(error.get("msg", "invalid"))
+    kind = str(error.get("type", "value_error"))
+    if kind == "json_invalid":
+        reason = (error.get("ctx") or {}).get("error")
+        message = f"the body is not valid JSON ({reason}) at character {loc[-1]}" if reason else message
+    elif any(isinstance(part, str) and part in ID_FIELDS for part in loc) and kind not in (
+        "missing",
+        "extra_forbidden",
+        "list_type",
+        "tuple_type",
+        "too_short",
+        "too_long",
+    ):
+        message = f"{message}: ids are {ID_RULE}"
+    cleaned: dict[str, Any] = {"loc": loc, "msg": message, "type": kind}
+    if "input" in error and _small(error["input"]):
+        cleaned["input"] = error["input"]
+    return cleaned
+
+
+def _small(value: Any) -> bool:
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return False
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return False
+    if value is None or isinstance(value, bool | int | float):
+        return True
+    return isinstance(value, str) and len(value) <= MAX_ECHOED_INPUT
+
+
+async def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    reason = database_problem(error)
+    log.warning("database unavailable for %s %s: %s", request.method, request.url.path, reason)
+    return error_response(503, f"database unavailable: {reason}", {"Retry-After": RETRY_AFTER_S})
+
+
+async def _integrity_error(request: Request, error: sa_exc.IntegrityError) -> JSONResponse:
+    return error_response(409, f"the database refused the write: {database_problem(error)}")
+
+
+async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal error; it has been logged")
+
+
+# --- request limits -----------------------------------------------------------------------------------
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class RequestLimitsMiddleware:
+    """Pure ASGI: a body over `max_body_bytes` is a 413 naming the cap (at once when
+    Content-Length says so, else as soon as the streamed bytes pass it); a body that is not
+    JSON is a 415."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        length: str | None = None
+        content_type = ""
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+        if length is not None:
+            if not length.strip().isdigit():
+                await _send_error(scope, receive, send, 400, f"invalid Content-Length {length[:40]!r}")
+                return
+            if int(length) > self.max_body_bytes:
+                await _send_error(scope, receive, send, 413, self.too_large())
+                return
+        has_body = chunked or (length is not None and int(length) > 0)
+        if has_body and not _is_json(content_type):
+            shown = content_type or "none"
+            await _send_error(
+                scope, receive, send, 415, f"Content-Type must be application/json (got {shown[:80]})"
+            )
+            return
+        await self.app(scope, self._limited(receive), send)
+
+    def too_large(self) -> str:
+        return f"request body larger than the cap of {self.max_body_bytes:,} bytes (MAX_BODY_BYTES)"
+
+    def _limited(self, receive: Receive) -> Receive:
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise HTTPException(413, self.too_large())
+            return message
+
+        return limited_receive
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def _send_error(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

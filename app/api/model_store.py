@@ -1,0 +1,309 @@
+"""The model being served, the movie catalog kept in memory, and the fold-in cache.
+
+`ModelStore.current` is one attribute read (atomic in CPython): requests take the model once
+and use that object to the end, so a reload never changes a model under a request. A reload
+loads and checks the new artifact completely, off the event loop, before the swap; any
+problem leaves the old model serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from app.db.repository import MovieRow
+from app.ml.artifact import ArtifactError, current_version_dir, load_artifact
+from app.ml.predictor import FoldedUser, Predictor
+
+log = logging.getLogger("dotrec.api")
+
+FOLD_CACHE_SIZE = 50_000
+"""Most folded-in users kept per model (least recently used dropped first)."""
+
+
+class ModelRefused(RuntimeError):
+    """An artifact could not be loaded or failed its checks; the message says which and why."""
+
+
+# --- the catalog --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    title: str
+    year: int | None
+    genres: tuple[str, ...]
+
+
+class Catalog:
+    """Every movie of the catalog (id, title, year, genres), read at start and kept current.
+
+    Movies are added by POST /movies in this process and, when another process added one, on
+    the first request naming it (a lookup miss is checked against the database). `revision`
+    changes with every addition so models rebuild their per-row views lazily.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[int, CatalogEntry] = {}
+        self.loaded = False
+        self.revision = 0
+        self._lock = threading.Lock()
+
+    def replace(self, movies: list[MovieRow]) -> None:
+        entries = {m.id: CatalogEntry(m.title, m.year, tuple(m.genres)) for m in movies}
+        with self._lock:
+            self.entries = entries
+            self.loaded = True
+            self.revision += 1
+
+    def add(self, movie: MovieRow) -> None:
+        with self._lock:
+            self.entries[movie.id] = CatalogEntry(movie.title, movie.year, tuple(movie.genres))
+            self.revision += 1
+
+    def __contains__(self, movie_id: int) -> bool:
+        return movie_id in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+@dataclass
+class CatalogView:
+    """The catalog seen through one model's movie rows."""
+
+    revision: int
+    titles: list[str | None]
+    recommendable: np.ndarray
+    """bool (n_movies,): the row's movie is in the catalog."""
+    all_recommendable: bool
+    genres: list[frozenset[str]]
+    genre_masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def genre_mask(self, genre: str) -> np.ndarray:
+        """bool (n_movies,): rows whose genres include `genre` (any case)."""
+        key = genre.casefold()
+        mask = self.genre_masks.get(key)
+        if mask is None:
+            mask = np.fromiter((key in g for g in self.genres), dtype=bool, count=len(self.genres))
+            self.genre_masks[key] = mask
+        return mask
+
+
+# --- fold-in cache ------------------------------------------------------------------------------------
+
+
+class FoldCache:
+    """Folded-in users of one model, each with the ratings it was solved from.
+
+    An entry is used only when the ratings just read from the database are the same ones, so
+    a rating stored by any process (another worker included) is never missed; a rating stored
+    through this process also drops the entry at once.
+    """
+
+    def __init__(self, capacity: int = FOLD_CACHE_SIZE) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[int, tuple[np.ndarray, np.ndarray, FoldedUser]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, user_id: int, movie_ids: np.ndarray, ratings: np.ndarray) -> FoldedUser | None:
+        with self._lock:
+            entry = self._entries.get(user_id)
+            if entry is not None and np.array_equal(entry[0], movie_ids) and np.array_equal(entry[1], ratings):
+                self._entries.move_to_end(user_id)
+                self.hits += 1
+                return entry[2]
+            self.misses += 1
+            return None
+
+    def put(self, user_id: int, movie_ids: np.ndarray, ratings: np.ndarray, folded: FoldedUser) -> None:
+        with self._lock:
+            self._entries[user_id] = (movie_ids, ratings, folded)
+            self._entries.move_to_end(user_id)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def drop(self, user_id: int) -> None:
+        with self._lock:
+            self._entries.pop(user_id, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# --- one loaded model ---------------------------------------------------------------------------------
+
+
+class ServingModel:
+    """A checked Predictor plus what serving needs at hand: id -> row maps, the popular ranking,
+    the catalog's titles and genres per movie row, and the fold-in cache."""
+
+    def __init__(self, predictor: Predictor, catalog: Catalog, path: Path) -> None:
+        self.predictor = predictor
+        self.version = predictor.version
+        self.path = path
+        self.loaded_at = datetime.now(UTC)
+        self.user_index: dict[int, int] = dict(zip(predictor.user_ids.tolist(), range(predictor.n_users)))
+        self.movie_index: dict[int, int] = dict(zip(predictor.movie_ids.tolist(), range(predictor.n_movies)))
+        self.movie_id_list: list[int] = predictor.movie_ids.tolist()
+        self.popular_order = np.argsort(-predictor.popular_scores(), kind="stable")
+        self.popular_ratings = predictor.baseline(np.arange(predictor.n_movies))
+        self.movie_norms = np.linalg.norm(predictor.movie_emb, axis=1)
+        self.fold_cache = FoldCache()
+        self.catalog = catalog
+        self._view: CatalogView | None = None
+        self.view()
+
+    def view(self) -> CatalogView:
+        """The catalog through this model's rows, rebuilt when the catalog changed."""
+        view = self._view
+        if view is None or view.revision != self.catalog.revision:
+            view = self._build_view()
+            self._view = view
+        return view
+
+    def _build_view(self) -> CatalogView:
+        revision = self.catalog.revision
+        entries = self.catalog.entries
+        found = [entries.get(movie_id) for movie_id in self.movie_id_list]
+        recommendable = np.fromiter((e is not None for e in found), dtype=bool, count=len(found))
+        return CatalogView(
+            revision=revision,
+            titles=[None if e is None else e.title for e in found],
+            recommendable=recommendable,
+            all_recommendable=bool(recommendable.all()),
+            genres=[frozenset() if e is None else frozenset(g.casefold() for g in e.genres) for e in found],
+        )
+
+
+def check_predictor(predictor: Predictor) -> None:
+    """Refuse a model that loads but cannot serve: no movies, or non-finite / off-range outputs."""
+    if predictor.n_movies == 0:
+        raise ModelRefused(f"{predictor.version}: the model has no movies")
+    sample_movies = np.arange(min(predictor.n_movies, 64))
+    checks = {"popular scores": predictor.popular_scores(), "baseline": predictor.baseline(sample_movies)}
+    if predictor.n_users:
+        sample_users = np.arange(min(predictor.n_users, 64))
+        checks["matrix"] = predictor.matrix(sample_users, sample_movies)
+    for name, values in checks.items():
+        if not np.isfinite(values).all():
+            raise ModelRefused(f"{predictor.version}: {name} are not finite")
+    if "matrix" in checks:
+        values = checks["matrix"]
+        if values.min() < predictor.y_lo - 1e-3 or values.max() > predictor.y_hi + 1e-3:
+            raise ModelRefused(f"{predictor.version}: predictions fall outside y_range")
+
+
+# --- the store ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Swap:
+    """What a load did."""
+
+    model: ServingModel
+    previous: ServingModel | None
+    reloaded: bool
+    seconds: float
+
+
+class ModelStore:
+    """Holds the serving model; loads replace it only after a complete load and check."""
+
+    def __init__(self, models_dir: Path, catalog: Catalog, rating_scale: tuple[float, float] | None = None):
+        self.models_dir = models_dir
+        self.catalog = catalog
+        self.rating_scale = rating_scale
+        self.current: ServingModel | None = None
+        self.problem: str | None = "no model loaded yet"
+        """Why no model is serving (None while one is)."""
+        self._lock = threading.Lock()
+
+    def load_newest(self) -> Swap:
+        """Load the artifact `current` names (else the newest version); refuse it on any problem.
+
+        Raises ModelRefused; the model serving before (if any) keeps serving.
+        """
+        with self._lock:
+            started = time.perf_counter()
+            path = current_version_dir(self.models_dir)
+            if path is None:
+                raise self._refused(f"no model artifact in {self.models_dir}")
+            previous = self.current
+            if previous is not None and previous.path == path:
+                return Swap(previous, previous, False, time.perf_counter() - started)
+            try:
+                model = self._load(path)
+            except ModelRefused as refused:
+                raise self._refused(str(refused)) from refused
+            self.current = model
+            self.problem = None
+            seconds = time.perf_counter() - started
+            log.info("serving model %s (%s), loaded in %.2fs", model.version, path, seconds)
+            return Swap(model, previous, True, seconds)
+
+    def load_newest_good(self) -> Swap | None:
+        """At start: the newest version that loads and passes its checks, None when there is none."""
+        try:
+            return self.load_newest()
+        except ModelRefused as refused:
+            first_problem = str(refused)
+        for path in self._older_versions():
+            with self._lock:
+                try:
+                    model = self._load(path)
+                except ModelRefused as refused:
+                    log.warning("model refused: %s", refused)
+                    continue
+                self.current = model
+                self.problem = None
+            log.warning("serving the older model %s: the newest was refused (%s)", model.version, first_problem)
+            return Swap(model, None, True, 0.0)
+        return None
+
+    def invalidate_user(self, user_id: int) -> None:
+        """Drop `user_id`'s folded-in embedding: they rated (or unrated) something."""
+        model = self.current
+        if model is not None:
+            model.fold_cache.drop(user_id)
+
+    def _load(self, path: Path) -> ServingModel:
+        try:
+            artifact = load_artifact(path)
+            predictor = Predictor(artifact)
+        except ArtifactError as error:
+            raise ModelRefused(str(error)) from error
+        except (KeyError, TypeError, ValueError, OSError) as error:
+            raise ModelRefused(f"{path}: cannot be served ({type(error).__name__}: {error})") from error
+        check_predictor(predictor)
+        if self.rating_scale is not None and (predictor.rating_min, predictor.rating_max) != self.rating_scale:
+            log.warning(
+                "model %s was trained on the scale %s..%s, the service is configured for %s..%s",
+                predictor.version,
+                predictor.rating_min,
+                predictor.rating_max,
+                *self.rating_scale,
+            )
+        return ServingModel(predictor, self.catalog, path)
+
+    def _refused(self, reason: str) -> ModelRefused:
+        log.error("model refused: %s", reason)
+        if self.current is None:
+            self.problem = reason
+        return ModelRefused(reason)
+
+    def _older_versions(self) -> list[Path]:
+        newest = current_version_dir(self.models_dir)
+        if not self.models_dir.is_dir():
+            return []
+        versions = sorted((p for p in self.models_dir.glob("[0-9]*") if p.is_dir()), reverse=True)
+        return [p.resolve() for p in versions if newest is None or p.resolve() != newest]

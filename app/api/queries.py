@@ -1,0 +1,156 @@
+"""The database reads made while serving predictions, awaitable without stalling the event loop.
+
+The hot endpoints are `async def` (a hop to the thread pool costs more than all their other
+work), so their one read must not block the loop on I/O:
+
+- SQLite: the read runs on the loop thread through one connection kept for it. In WAL mode a
+  reader never waits for writers; its busy timeout is cut to a few milliseconds and a busy or
+  failed read is retried once through the thread pool, where the full timeout applies.
+- PostgreSQL: every read goes through the thread pool (a network round trip must not block).
+
+Each read is one SQLAlchemy statement, compiled once for the engine's dialect, so both paths
+run the same SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import numpy as np
+from sqlalchemy import Engine, bindparam, select
+from sqlalchemy.sql import Select
+from starlette.concurrency import run_in_threadpool
+
+from app.db.models import Movie, Rating
+from app.db.repository import MovieRow
+
+log = logging.getLogger("dotrec.api")
+
+T = TypeVar("T")
+
+RATINGS = Rating.__table__
+MOVIES = Movie.__table__
+IN_CHUNK = 5_000
+INLINE_BUSY_TIMEOUT_MS = 5
+
+_RATED_IDS = (
+    select(RATINGS.c.movie_id).where(RATINGS.c.user_id == bindparam("user_id")).order_by(RATINGS.c.movie_id)
+)
+_USER_RATINGS = (
+    select(RATINGS.c.movie_id, RATINGS.c.rating)
+    .where(RATINGS.c.user_id == bindparam("user_id"))
+    .order_by(RATINGS.c.movie_id)
+)
+_MOVIE = select(MOVIES.c.id, MOVIES.c.title, MOVIES.c.year, MOVIES.c.genres).where(
+    MOVIES.c.id == bindparam("movie_id")
+)
+
+
+class _Compiled:
+    """A statement compiled for one dialect, runnable on a raw DBAPI cursor."""
+
+    def __init__(self, statement: Select, engine: Engine) -> None:
+        compiled = statement.compile(dialect=engine.dialect)
+        self.statement = statement
+        self.sql = compiled.string
+        self.names = list(compiled.positiontup or [])
+
+    def params(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(values[name] for name in self.names)
+
+
+class Reads:
+    """The request-time reads (see the module's docstring for how each dialect runs them)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        database = engine.url.database or ""
+        self.inline = engine.dialect.name == "sqlite" and database not in ("", ":memory:")
+        self._compiled = {name: _Compiled(stmt, engine) for name, stmt in self._statements().items()}
+        self._connection: Any = None
+
+    @staticmethod
+    def _statements() -> dict[str, Select]:
+        return {"rated_ids": _RATED_IDS, "user_ratings": _USER_RATINGS, "movie": _MOVIE}
+
+    # --- the reads ---
+
+    async def rated_movie_ids(self, user_id: int) -> np.ndarray:
+        """int64 ids of the movies `user_id` rated, ascending."""
+        rows = await self._fetch("rated_ids", {"user_id": user_id})
+        return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+
+    async def user_ratings(self, user_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(int64 movie ids, float32 ratings) of `user_id`, ascending by movie id."""
+        rows = await self._fetch("user_ratings", {"user_id": user_id})
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        ratings = np.fromiter((row[1] for row in rows), dtype=np.float32, count=len(rows))
+        return ids, ratings
+
+    async def movie(self, movie_id: int) -> MovieRow | None:
+        rows = await self._fetch("movie", {"movie_id": movie_id})
+        if not rows:
+            return None
+        movie_id, title, year, genres = rows[0]
+        return MovieRow(id=movie_id, title=title, year=year, genres=genres.split("|") if genres else [])
+
+    async def ratings_of_users(self, user_ids: Iterable[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """(movie ids, ratings) of each of `user_ids` that has ratings (thread pool, chunked IN)."""
+        return await run_in_threadpool(self._ratings_of_users, list(user_ids))
+
+    async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        return await run_in_threadpool(function, *args)
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001 - closing at shutdown; nothing to do about it
+                log.debug("closing the inline SQLite connection failed", exc_info=True)
+
+    # --- how they run ---
+
+    async def _fetch(self, name: str, values: dict[str, Any]) -> list[tuple]:
+        compiled = self._compiled[name]
+        if self.inline:
+            try:
+                return self._fetch_inline(compiled, values)
+            except sqlite3.Error as error:
+                log.info("inline SQLite read failed (%s); retrying in the thread pool", error)
+                self.close()
+        return await run_in_threadpool(self._fetch_pooled, compiled, values)
+
+    def _fetch_inline(self, compiled: _Compiled, values: dict[str, Any]) -> list[tuple]:
+        connection = self._connection
+        if connection is None:
+            connection = self.engine.raw_connection()
+            connection.execute(f"PRAGMA busy_timeout = {INLINE_BUSY_TIMEOUT_MS}")
+            self._connection = connection
+        return connection.execute(compiled.sql, compiled.params(values)).fetchall()
+
+    def _fetch_pooled(self, compiled: _Compiled, values: dict[str, Any]) -> list[tuple]:
+        with self.engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(compiled.statement, values)]
+
+    def _ratings_of_users(self, user_ids: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        found: dict[int, tuple[list[int], list[float]]] = {}
+        with self.engine.connect() as connection:
+            for start in range(0, len(user_ids), IN_CHUNK):
+                chunk = user_ids[start : start + IN_CHUNK]
+                query = (
+                    select(RATINGS.c.user_id, RATINGS.c.movie_id, RATINGS.c.rating)
+                    .where(RATINGS.c.user_id.in_(chunk))
+                    .order_by(RATINGS.c.user_id, RATINGS.c.movie_id)
+                )
+                for user_id, movie_id, rating in connection.execute(query):
+                    ids, ratings = found.setdefault(user_id, ([], []))
+                    ids.append(movie_id)
+                    ratings.append(rating)
+        return {
+            user: (np.array(ids, dtype=np.int64), np.array(ratings, dtype=np.float32))
+            for user, (ids, ratings) in found.items()
+        }

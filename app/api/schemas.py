@@ -1,0 +1,416 @@
+"""Request and response bodies of the REST API (pydantic v2), with the examples /docs shows.
+
+Requests forbid unknown fields (a misspelt field is a 422 naming it, never silently ignored).
+Ids in bodies are strict JSON integers in 1 .. 2**63 - 1: a string, a float or a boolean is
+rejected, not coerced. Ratings are finite JSON numbers; the configured scale is checked by the
+route (it is a runtime setting).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+
+MAX_ID = 2**63 - 1
+"""The largest id: ids are positive signed 64-bit integers."""
+
+ID_RULE = f"a positive 64-bit integer (1 to {MAX_ID})"
+
+Id = Annotated[StrictInt, Field(gt=0, le=MAX_ID, description=f"An id: {ID_RULE}.")]
+UserId = Annotated[StrictInt, Field(gt=0, le=MAX_ID, description=f"A user id: {ID_RULE}.", examples=[42])]
+MovieId = Annotated[StrictInt, Field(gt=0, le=MAX_ID, description=f"A movie id: {ID_RULE}.", examples=[1])]
+RatingValue = Annotated[
+    StrictFloat,
+    Field(
+        allow_inf_nan=False,
+        description="A rating on the configured scale (default 0.5 to 5.0 in steps of 0.5).",
+        examples=[4.5],
+    ),
+]
+
+Strategy = Literal["model", "fold_in", "baseline", "user_baseline", "popular"]
+"""How a prediction was made.
+
+- model: the user and the movie are both in the model.
+- fold_in: the user is not in the model but has ratings; their embedding was solved from them.
+- baseline: the user has no ratings; the global mean plus the movie's bias.
+- user_baseline: the movie is not in the model; the global mean plus the user's bias.
+- popular: (recommendations) the user has no usable ratings; the best-rated movies.
+"""
+
+
+class RequestBody(BaseModel):
+    """Base of request bodies: unknown fields are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- ratings ----------------------------------------------------------------------------------------
+
+
+class RatingIn(RequestBody):
+    user_id: UserId
+    movie_id: MovieId
+    rating: RatingValue
+    rated_at: datetime | None = Field(
+        default=None,
+        description="When it was rated (ISO-8601; no time zone means UTC). Default: now.",
+        examples=["2024-05-01T12:00:00Z"],
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"user_id": 42, "movie_id": 1, "rating": 4.5}]}
+    )
+
+
+class RatingOut(BaseModel):
+    user_id: int
+    movie_id: int
+    rating: float
+    rated_at: datetime
+    created: bool = Field(description="True when the rating is new, False when it replaced an earlier one.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": 42,
+                    "movie_id": 1,
+                    "rating": 4.5,
+                    "rated_at": "2024-05-01T12:00:00Z",
+                    "created": True,
+                }
+            ]
+        }
+    )
+
+
+class RatingBatchIn(RequestBody):
+    ratings: list[RatingIn] = Field(
+        description="The ratings to store, all or none (at most MAX_BATCH_RATINGS, default 10,000). "
+        "Of several ratings of one (user, movie) the last wins."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "ratings": [
+                        {"user_id": 42, "movie_id": 1, "rating": 4.5},
+                        {"user_id": 42, "movie_id": 2, "rating": 3.0, "rated_at": "2024-05-01T12:00:00Z"},
+                    ]
+                }
+            ]
+        }
+    )
+
+
+class RowError(BaseModel):
+    index: int = Field(description="Position of the rating in the batch, from 0.")
+    field: str
+    message: str
+
+
+class RatingBatchOut(BaseModel):
+    inserted: int
+    updated: int
+    errors: list[RowError] = Field(
+        default_factory=list, description="Always empty on success: a batch with errors stores nothing."
+    )
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"inserted": 2, "updated": 0, "errors": []}]})
+
+
+class RatingItem(BaseModel):
+    movie_id: int
+    rating: float
+    rated_at: datetime
+
+
+class UserRatingsOut(BaseModel):
+    user_id: int
+    total: int = Field(description="How many ratings the user has in all.")
+    limit: int
+    offset: int
+    items: list[RatingItem] = Field(description="Newest first.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": 42,
+                    "total": 1,
+                    "limit": 50,
+                    "offset": 0,
+                    "items": [{"movie_id": 1, "rating": 4.5, "rated_at": "2024-05-01T12:00:00Z"}],
+                }
+            ]
+        }
+    )
+
+
+# --- movies -----------------------------------------------------------------------------------------
+
+Genre = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^|]+$", examples=["Comedy"])]
+
+
+class MovieIn(RequestBody):
+    movie_id: MovieId
+    title: Annotated[str, Field(min_length=1, max_length=500, examples=["Toy Story (1995)"])]
+    year: Annotated[int | None, Field(ge=1000, le=9999, examples=[1995])] = None
+    genres: Annotated[list[Genre], Field(max_length=50)] = Field(default_factory=list)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "movie_id": 200001,
+                    "title": "A New Film (2025)",
+                    "year": 2025,
+                    "genres": ["Comedy", "Drama"],
+                }
+            ]
+        }
+    )
+
+
+class MovieOut(BaseModel):
+    movie_id: int
+    title: str
+    year: int | None
+    genres: list[str]
+    in_model: bool | None = Field(
+        default=None, description="Whether the loaded model has an embedding for it (null: no model)."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "movie_id": 1,
+                    "title": "Toy Story (1995)",
+                    "year": 1995,
+                    "genres": ["Adventure", "Animation", "Children", "Comedy", "Fantasy"],
+                    "in_model": True,
+                }
+            ]
+        }
+    )
+
+
+class MoviePage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[MovieOut]
+
+
+class SimilarItem(BaseModel):
+    movie_id: int
+    title: str | None
+    similarity: float = Field(description="Cosine similarity of the two movies' embeddings, -1 to 1.")
+
+
+class SimilarOut(BaseModel):
+    movie_id: int
+    model_version: str
+    items: list[SimilarItem]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "movie_id": 1,
+                    "model_version": "20250101T000000000000Z-1a2b3c4d",
+                    "items": [{"movie_id": 3114, "title": "Toy Story 2 (1999)", "similarity": 0.91}],
+                }
+            ]
+        }
+    )
+
+
+# --- predictions ------------------------------------------------------------------------------------
+
+
+class Explanation(BaseModel):
+    """The parts of a score. For model and fold_in:
+    rating = lo + (hi - lo) * sigmoid(user_bias + movie_bias + dot_product);
+    for baseline and user_baseline: rating = clip(global_mean + bias) to the scale."""
+
+    formula: str
+    global_mean: float | None = None
+    user_bias: float | None = None
+    movie_bias: float | None = None
+    dot_product: float | None = None
+    factor_products: list[float] = Field(default_factory=list)
+    score: float | None = Field(default=None, description="The pre-sigmoid sum (model and fold_in).")
+    y_range: list[float] | None = None
+
+
+class PredictionOut(BaseModel):
+    user_id: int
+    movie_id: int
+    rating: float
+    model_version: str
+    strategy: Strategy
+    movie_in_model: bool = Field(
+        description="False when the movie has no embedding yet: the rating is the user's baseline."
+    )
+    explain: Explanation | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": 42,
+                    "movie_id": 1,
+                    "rating": 4.12,
+                    "model_version": "20250101T000000000000Z-1a2b3c4d",
+                    "strategy": "model",
+                    "movie_in_model": True,
+                }
+            ]
+        }
+    )
+
+
+class PairsIn(RequestBody):
+    pairs: list[tuple[UserId, MovieId]] = Field(
+        description="[user_id, movie_id] pairs (at most MAX_PAIRS, default 100,000).",
+        examples=[[[42, 1], [42, 2], [7, 1]]],
+    )
+
+
+class PairsOut(BaseModel):
+    model_version: str
+    ratings: list[float]
+    strategies: list[Strategy] = Field(description="The strategy of each pair, as in GET /predict.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_version": "20250101T000000000000Z-1a2b3c4d",
+                    "ratings": [4.12, 3.3, 3.9],
+                    "strategies": ["model", "model", "fold_in"],
+                }
+            ]
+        }
+    )
+
+
+class MatrixIn(RequestBody):
+    user_ids: list[UserId] | None = Field(
+        default=None, description="Rows; omitted: every user in the model, ascending."
+    )
+    movie_ids: list[MovieId] | None = Field(
+        default=None, description="Columns; omitted: every movie in the model, ascending."
+    )
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"user_ids": [1, 2], "movie_ids": [1, 2, 3]}]})
+
+
+class MatrixOut(BaseModel):
+    model_version: str
+    user_ids: list[int]
+    movie_ids: list[int]
+    ratings: list[list[float]] = Field(description="ratings[i][j]: user_ids[i]'s rating of movie_ids[j].")
+    user_strategies: list[Strategy] = Field(description="How each row's user is scored.")
+    movies_not_in_model: list[int] = Field(description="Columns scored by each user's baseline.")
+
+
+# --- recommendations --------------------------------------------------------------------------------
+
+
+class RecommendationItem(BaseModel):
+    movie_id: int
+    title: str | None
+    predicted_rating: float
+
+
+class RecommendationsOut(BaseModel):
+    user_id: int
+    model_version: str
+    strategy: Strategy
+    items: list[RecommendationItem] = Field(description="Best first.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": 42,
+                    "model_version": "20250101T000000000000Z-1a2b3c4d",
+                    "strategy": "model",
+                    "items": [{"movie_id": 318, "title": "Shawshank Redemption (1994)", "predicted_rating": 4.6}],
+                }
+            ]
+        }
+    )
+
+
+# --- service ----------------------------------------------------------------------------------------
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready"] = "ready"
+    model_version: str
+    checks: dict[str, str]
+
+
+class ModelOut(BaseModel):
+    version: str
+    created_at: str | None
+    loaded_at: datetime
+    path: str
+    n_users: int
+    n_movies: int
+    n_factors: int
+    n_ratings: int | None
+    global_mean: float
+    y_range: list[float]
+    rating_scale: dict[str, float]
+    metrics: dict[str, Any]
+    hyper_parameters: dict[str, Any]
+    data_source: str | None
+    data_fingerprint: dict[str, Any]
+    fold_in_cache_size: int
+
+
+class ModelIdsOut(BaseModel):
+    version: str
+    user_ids: list[int]
+    movie_ids: list[int]
+
+
+class ReloadOut(BaseModel):
+    reloaded: bool = Field(description="False when the newest artifact is the one already serving.")
+    version: str
+    previous_version: str | None
+    seconds: float
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "reloaded": True,
+                    "version": "20250102T000000000000Z-5e6f7a8b",
+                    "previous_version": "20250101T000000000000Z-1a2b3c4d",
+                    "seconds": 0.21,
+                }
+            ]
+        }
+    )
+
+
+class ErrorOut(BaseModel):
+    """Every error: `detail` says what is wrong (a string, or a list of field errors for 422)."""
+
+    detail: Any
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"detail": "movie 999999 is not in the catalog"}]})

@@ -1,0 +1,215 @@
+"""Benchmark: import and export of ML-1M-sized ratings on SQLite and PostgreSQL.
+
+Generates a synthetic set shaped like MovieLens 1M (`app.data.synth`, 1,000,209 ratings),
+imports it into a fresh SQLite file and a fresh PostgreSQL database, re-imports it (nothing
+changes), times PostgreSQL's raw binary COPY of the same rows into a bare table (no keys, no
+indexes) for reference, and exports each database back to training arrays. When the shared
+data folder has the real `ml-1m-part1` it is imported and exported too. Each figure is the best
+of `--repeat` runs, each on a fresh database. Prints a Markdown table and writes it to
+`bench/results/import.md`.
+
+    python -m bench.bench_import [--repeat 3] [--pg-url postgresql://postgres@127.0.0.1/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from app.config import Settings
+from app.data.movielens import RatingsSet, read_ratings_set
+from app.data.synth import PRESETS, write_synthetic
+from app.db.export import export_training_set
+from app.db.importer import PG_COPY_HEADER, PG_COPY_TRAILER, import_ratings_set, pg_binary_rows
+from app.db.schema import upgrade
+from app.db.session import make_engine
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "bench" / "results" / "import.md"
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+FreshDatabase = Callable[[], AbstractContextManager[str]]
+"""Makes a context that gives the URL of an empty database and removes it afterwards."""
+BARE_COPY = "COPY bare_ratings FROM STDIN (FORMAT BINARY)"
+BARE_TABLE = "CREATE TABLE bare_ratings (user_id bigint, movie_id bigint, rating real, rated_at bigint)"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Best seconds of each step for one data set on one database."""
+
+    data: str
+    database: str
+    rows: int
+    import_s: float
+    reimport_s: float
+    export_s: float
+
+
+def main() -> None:
+    args = parse_args()
+    settings = Settings(_env_file=None)
+    timings: list[Timing] = []
+    with tempfile.TemporaryDirectory(prefix="dotrec-bench-") as scratch:
+        synthetic = read_ratings_set(write_synthetic(Path(scratch) / "ml-1m-synthetic", *PRESETS["ml-1m"]))
+        sets = [("synthetic ML-1M shape (`dotrec synth --like ml-1m`)", synthetic)]
+        real = shared_archive("ml-1m-part1")
+        if real is not None:
+            sets.append(("real ml-1m-part1", read_ratings_set(real)))
+        databases = {
+            "SQLite": sqlite_file(f"sqlite:///{Path(scratch) / 'bench.db'}"),
+            "PostgreSQL": pg_database(args.pg_url),
+        }
+        for label, data in sets:
+            for database, fresh in databases.items():
+                timings.append(time_database(label, database, data, settings, args.repeat, fresh))
+        raw_copy_s = best_of(args.repeat, lambda: raw_copy_seconds(args.pg_url, synthetic))
+    table = markdown(timings, raw_copy_s, len(synthetic.ratings), args.repeat)
+    print(table)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(table + "\n", encoding="utf-8")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each step; the best is kept")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("DOTREC_TEST_PG_URL", DEFAULT_PG_URL),
+        help="a PostgreSQL server URL on which scratch databases are created and dropped",
+    )
+    return parser.parse_args()
+
+
+def time_database(
+    label: str,
+    database: str,
+    data: RatingsSet,
+    settings: Settings,
+    repeat: int,
+    fresh_url: FreshDatabase,
+) -> Timing:
+    """Best import, re-import and export seconds over `repeat` fresh databases."""
+    runs: list[tuple[float, float, float]] = []
+    rows = 0
+    for _ in range(repeat):
+        with fresh_url() as url:
+            upgrade(url)
+            engine = make_engine(url, settings)
+            try:
+                first = import_ratings_set(engine, data, settings)
+                again = import_ratings_set(engine, data, settings)
+                assert again.ratings_added == again.ratings_updated == 0, again.summary()
+                started = time.perf_counter()
+                exported = export_training_set(engine)
+                runs.append((first.seconds, again.seconds, time.perf_counter() - started))
+                rows = len(exported)
+            finally:
+                engine.dispose()
+    best = [min(step) for step in zip(*runs, strict=True)]
+    return Timing(label, database, rows, *best)
+
+
+def sqlite_file(url: str) -> FreshDatabase:
+    """Makes a context giving `url` (a SQLite file) without the file before and after."""
+
+    @contextmanager
+    def fresh() -> Iterator[str]:
+        path = Path(make_url(url).database or "")
+        remove_sqlite_files(path)
+        try:
+            yield url
+        finally:
+            remove_sqlite_files(path)
+
+    return fresh
+
+
+def remove_sqlite_files(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+def pg_database(server_url: str) -> FreshDatabase:
+    """Makes a context giving the URL of a new database on the server, dropped afterwards."""
+
+    @contextmanager
+    def fresh() -> Iterator[str]:
+        name = f"dotrec_bench_{secrets.token_hex(4)}"
+        with psycopg.connect(libpq(server_url), autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with psycopg.connect(libpq(server_url), autocommit=True) as admin:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    return fresh
+
+
+def raw_copy_seconds(server_url: str, data: RatingsSet) -> float:
+    """Seconds of one binary COPY (and commit) of the rows into a bare table of a new database."""
+    payload = PG_COPY_HEADER + pg_binary_rows(data.ratings) + PG_COPY_TRAILER
+    with pg_database(server_url)() as url, psycopg.connect(libpq(url)) as connection:
+        connection.execute(BARE_TABLE)
+        connection.commit()
+        started = time.perf_counter()
+        with connection.cursor() as cursor, cursor.copy(BARE_COPY) as copy:
+            copy.write(payload)
+        connection.commit()
+        return time.perf_counter() - started
+
+
+def best_of(repeat: int, run: Callable[[], float]) -> float:
+    return min(run() for _ in range(repeat))
+
+
+def libpq(url: str) -> str:
+    """A SQLAlchemy URL as libpq takes it."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def shared_archive(name: str) -> Path | None:
+    """`name`.tar.gz in `DOTREC_SHARED_DATA`, else in `../shared/data` beside the checkout."""
+    folder = Path(os.environ.get("DOTREC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+    path = folder / f"{name}.tar.gz"
+    return path if path.is_file() else None
+
+
+def markdown(timings: list[Timing], raw_copy_s: float, raw_rows: int, repeat: int) -> str:
+    """The results as a Markdown table, with the raw-COPY reference and the ratio to it."""
+    lines = [
+        f"Best of {repeat} runs, each on a fresh database; {os.cpu_count()} CPU cores."
+        " Import: read frames to committed rows (validation included). Re-import: the same"
+        " data again, nothing changes. Export: database to `TrainingSet`.",
+        "",
+        "| data | database | ratings | import (s) | ratings/s | re-import (s) | export (s) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for t in timings:
+        lines.append(
+            f"| {t.data} | {t.database} | {t.rows:,} | {t.import_s:.2f} | {t.rows / t.import_s:,.0f}"
+            f" | {t.reimport_s:.2f} | {t.export_s:.2f} |"
+        )
+    synthetic_pg = next(t for t in timings if t.database == "PostgreSQL")
+    lines += [
+        "",
+        f"PostgreSQL raw binary COPY of the same {raw_rows:,} synthetic rows into a bare table"
+        f" (no keys, no indexes): {raw_copy_s:.2f} s. The PostgreSQL import takes"
+        f" {synthetic_pg.import_s / raw_copy_s:.1f}x that.",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

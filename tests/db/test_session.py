@@ -1,0 +1,56 @@
+"""Engine settings per dialect: SQLite pragmas and folder, PostgreSQL pool and timeouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from app.config import Settings
+from app.db.session import make_engine, make_session_factory, normalize_url
+
+
+def test_engine_settings(database_url: str, tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, db_timeout_s=2.5, db_pool_size=3)
+    if database_url.startswith("sqlite"):
+        database_url = f"sqlite:///{tmp_path / 'nested' / 'folder' / 'dotrec.db'}"
+    engine = make_engine(database_url, settings)
+    try:
+        with make_session_factory(engine)() as session:
+            if engine.dialect.name == "sqlite":
+                pragmas = {
+                    name: session.execute(text(f"PRAGMA {name}")).scalar()
+                    for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")
+                }
+                assert pragmas == {
+                    "journal_mode": "wal",
+                    "foreign_keys": 1,
+                    "synchronous": 1,
+                    "busy_timeout": 2500,
+                }
+                assert (tmp_path / "nested" / "folder" / "dotrec.db").exists()
+            else:
+                assert session.execute(text("SHOW statement_timeout")).scalar() == "2500ms"
+                assert engine.pool.size() == 3
+                assert engine.dialect.driver == "psycopg"
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("given", "driver"),
+    [
+        ("postgresql://u@h/db", "postgresql+psycopg"),
+        ("postgres://u@h/db", "postgresql+psycopg"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg"),
+        ("sqlite:///x.db", "sqlite"),
+    ],
+)
+def test_plain_postgresql_urls_use_psycopg(given: str, driver: str) -> None:
+    assert normalize_url(given).drivername == driver
+
+
+def test_other_databases_are_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported"):
+        make_engine("mysql://u@h/db")

@@ -34,7 +34,10 @@ SplitOption = Annotated[
 
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    logging.getLogger("app").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 @db_app.command("upgrade")
@@ -246,7 +249,7 @@ class _EpochReporter:
         validation = f"{stats.val_rmse:.4f}" if stats.val_rmse is not None else "-"
         line = f"epoch {stats.epoch} loss {stats.train_loss:.4f} val RMSE {validation} ({stats.seconds:.2f}s)"
         if self.quiet:
-            logging.getLogger("dotrec.train").info(line)
+            logging.getLogger("app.train").info(line)
         self.progress.update(self.task, advance=1, description=line)
 
 

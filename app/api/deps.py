@@ -7,19 +7,27 @@ Dependencies used by the hot `async def` routes are `async def` themselves: Fast
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.api.errors import UNAVAILABLE, database_problem
 from app.api.metrics import Metrics
 from app.api.model_store import Catalog, ModelStore, ServingModel
 from app.api.queries import Reads
 from app.api.schemas import ID_RULE, MAX_ID
 from app.config import Settings
+from app.db.repository import search_movies
+
+log = logging.getLogger("dotrec.api")
+
+CATALOG_LIMIT = 2**62
+"""LIMIT of the query reading the whole catalog."""
 
 
 @dataclass
@@ -35,7 +43,19 @@ class AppState:
     metrics: Metrics
     schema_problem: str | None = None
     """Why the schema check has not passed (None once it has)."""
-    notes: dict[str, str] = field(default_factory=dict)
+
+    def load_catalog(self) -> None:
+        """Read the whole movie catalog into memory (titles and genres for recommendations)."""
+        with self.sessions() as session:
+            page = search_movies(session, limit=CATALOG_LIMIT)
+        self.catalog.replace(page.items)
+
+    def load_catalog_quietly(self) -> None:
+        """load_catalog, logging (not raising) when the database is unreachable."""
+        try:
+            self.load_catalog()
+        except UNAVAILABLE as error:
+            log.warning("movie catalog not (re)loaded: %s", database_problem(error))
 
 
 async def get_state(request: Request) -> AppState:
@@ -82,7 +102,9 @@ async def require_api_key(
     if expected is None:
         return
     if not x_api_key:
-        raise HTTPException(401, "this endpoint needs the X-API-Key header", {"WWW-Authenticate": "X-API-Key"})
+        raise HTTPException(
+            401, "this endpoint needs the X-API-Key header", {"WWW-Authenticate": "X-API-Key"}
+        )
     if not hmac.compare_digest(x_api_key.encode("utf-8"), expected.get_secret_value().encode("utf-8")):
         raise HTTPException(403, "the X-API-Key header does not match the configured API_KEY")
 
@@ -93,4 +115,4 @@ UserIdPath = Annotated[int, Path(gt=0, le=MAX_ID, description=f"A user id: {ID_R
 MovieIdPath = Annotated[int, Path(gt=0, le=MAX_ID, description=f"A movie id: {ID_RULE}.", examples=[1])]
 K = Annotated[int, Query(ge=1, le=1000, description="How many items, 1 to 1,000.")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size, 1 to 1,000.")]
-Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="Items to skip.")]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="Items to skip.")]

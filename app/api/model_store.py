@@ -118,7 +118,11 @@ class FoldCache:
     def get(self, user_id: int, movie_ids: np.ndarray, ratings: np.ndarray) -> FoldedUser | None:
         with self._lock:
             entry = self._entries.get(user_id)
-            if entry is not None and np.array_equal(entry[0], movie_ids) and np.array_equal(entry[1], ratings):
+            if (
+                entry is not None
+                and np.array_equal(entry[0], movie_ids)
+                and np.array_equal(entry[1], ratings)
+            ):
                 self._entries.move_to_end(user_id)
                 self.hits += 1
                 return entry[2]
@@ -152,8 +156,12 @@ class ServingModel:
         self.version = predictor.version
         self.path = path
         self.loaded_at = datetime.now(UTC)
-        self.user_index: dict[int, int] = dict(zip(predictor.user_ids.tolist(), range(predictor.n_users)))
-        self.movie_index: dict[int, int] = dict(zip(predictor.movie_ids.tolist(), range(predictor.n_movies)))
+        self.user_index: dict[int, int] = dict(
+            zip(predictor.user_ids.tolist(), range(predictor.n_users), strict=True)
+        )
+        self.movie_index: dict[int, int] = dict(
+            zip(predictor.movie_ids.tolist(), range(predictor.n_movies), strict=True)
+        )
         self.movie_id_list: list[int] = predictor.movie_ids.tolist()
         self.popular_order = np.argsort(-predictor.popular_scores(), kind="stable")
         self.popular_ratings = predictor.baseline(np.arange(predictor.n_movies))
@@ -266,7 +274,9 @@ class ModelStore:
                     continue
                 self.current = model
                 self.problem = None
-            log.warning("serving the older model %s: the newest was refused (%s)", model.version, first_problem)
+            log.warning(
+                "serving the older model %s: the newest was refused (%s)", model.version, first_problem
+            )
             return Swap(model, None, True, 0.0)
         return None
 
@@ -285,7 +295,10 @@ class ModelStore:
         except (KeyError, TypeError, ValueError, OSError) as error:
             raise ModelRefused(f"{path}: cannot be served ({type(error).__name__}: {error})") from error
         check_predictor(predictor)
-        if self.rating_scale is not None and (predictor.rating_min, predictor.rating_max) != self.rating_scale:
+        if (
+            self.rating_scale is not None
+            and (predictor.rating_min, predictor.rating_max) != self.rating_scale
+        ):
             log.warning(
                 "model %s was trained on the scale %s..%s, the service is configured for %s..%s",
                 predictor.version,

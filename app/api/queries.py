@@ -109,7 +109,7 @@ class Reads:
         if connection is not None:
             try:
                 connection.close()
-            except Exception:  # noqa: BLE001 - closing at shutdown; nothing to do about it
+            except Exception:
                 log.debug("closing the inline SQLite connection failed", exc_info=True)
 
     # --- how they run ---

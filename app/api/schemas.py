@@ -60,9 +60,7 @@ class RatingIn(RequestBody):
         examples=["2024-05-01T12:00:00Z"],
     )
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"user_id": 42, "movie_id": 1, "rating": 4.5}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"user_id": 42, "movie_id": 1, "rating": 4.5}]})
 
 
 class RatingOut(BaseModel):
@@ -343,7 +341,9 @@ class RecommendationsOut(BaseModel):
                     "user_id": 42,
                     "model_version": "20250101T000000000000Z-1a2b3c4d",
                     "strategy": "model",
-                    "items": [{"movie_id": 318, "title": "Shawshank Redemption (1994)", "predicted_rating": 4.6}],
+                    "items": [
+                        {"movie_id": 318, "title": "Shawshank Redemption (1994)", "predicted_rating": 4.6}
+                    ],
                 }
             ]
         }
@@ -413,4 +413,6 @@ class ErrorOut(BaseModel):
 
     detail: Any
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"detail": "movie 999999 is not in the catalog"}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"detail": "movie 999999 is not in the catalog"}]}
+    )

@@ -208,10 +208,7 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, len(scores))
     if k <= 0:
         return np.empty(0, dtype=np.int64)
-    if k < len(scores):
-        top = np.argpartition(-scores, k - 1)[:k]
-    else:
-        top = np.arange(len(scores))
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
     top = top[np.lexsort((top, -scores[top]))]
     return top[np.isfinite(scores[top])]
 
@@ -227,9 +224,7 @@ def similar(model: ServingModel, movie_row: int, k: int) -> list[tuple[int, str 
     if not view.all_recommendable:
         cosine[~view.recommendable] = -np.inf
     rows = _top(cosine, k)
-    return [
-        (predictor.movie_ids[row].item(), view.titles[row], float(cosine[row])) for row in rows.tolist()
-    ]
+    return [(predictor.movie_ids[row].item(), view.titles[row], float(cosine[row])) for row in rows.tolist()]
 
 
 # --- many users: pairs and matrices -------------------------------------------------------------------

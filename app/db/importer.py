@@ -8,8 +8,8 @@ last import wins); inside one file the last line of a pair wins.
 PostgreSQL: into an empty ratings table, a bulk load (binary ``COPY`` straight into it with
 its keys and indexes rebuilt afterwards); into one that has rows, a merge (binary ``COPY`` into
 a temporary staging table, then one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``).
-SQLite: ``executemany`` upserts in batches of one transaction, rows sorted by primary key,
-with a large page cache.
+SQLite: ``executemany`` upserts in batches of one ``BEGIN IMMEDIATE`` transaction, rows sorted
+by primary key, with a large page cache.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def _prepare(engine: Engine, data: RatingsSet, settings: Settings) -> _Prepared:
     known = np.union1d(stored, movies["movie_id"].to_numpy(np.int64))
     ratings = data.ratings.sort_values("line", kind="stable")
     bad, rating_problems = _invalid_ratings(ratings, known, settings)
-    ratings = ratings.loc[~bad, [*RATING_COLUMNS]]
+    ratings = ratings.loc[~bad, RATING_COLUMNS]
     unique = ratings.drop_duplicates(["user_id", "movie_id"], keep="last")
     unique = unique.sort_values(["user_id", "movie_id"], kind="stable", ignore_index=True)
     problems = sorted([*data.problems, *movie_problems, *rating_problems], key=lambda p: p.line)
@@ -200,10 +200,12 @@ def _invalid_ratings(
 
 def _write(engine: Engine, prepared: _Prepared, batch_size: int, advance: Advance) -> _Counts:
     """Write movies, users and ratings in one transaction on the engine's dialect."""
-    with engine.begin() as connection:
+    with engine.connect() as connection:
         if connection.dialect.name == "postgresql":
-            return _write_postgresql(connection, prepared, batch_size, advance)
-        return _write_sqlite(connection, prepared, batch_size, advance)
+            with connection.begin():
+                return _write_postgresql(connection, prepared, batch_size, advance)
+        with connection.execution_options(sqlite_begin="IMMEDIATE").begin():
+            return _write_sqlite(connection, prepared, batch_size, advance)
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------

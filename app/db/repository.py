@@ -5,9 +5,12 @@ The caller owns the transaction (commit or roll back). Writes are single
 duplicates and the last write wins. On SQLite, call a write function first in its transaction:
 it starts with a write, so SQLite takes its write lock (waiting up to `db_timeout_s` for other
 writers) before reading; a transaction that read first can fail with "database is locked"
-when another writer committed in between. Rating values are not checked against the configured
-scale here (the API does that with `Settings`); the schema's CHECK rejects values outside the
-store's outer scale with an `IntegrityError`.
+when another writer committed in between, unless its connection was opened with the execution
+option ``sqlite_begin="IMMEDIATE"`` (see `app.db.session.make_engine`).
+
+Rating values are not checked against the configured scale here (the API does that with
+`Settings`); the schema's CHECK rejects values outside the store's outer scale with an
+`IntegrityError`.
 """
 
 from __future__ import annotations

@@ -32,13 +32,11 @@ def repo_root() -> Path:
     raise FileNotFoundError("alembic.ini and migrations/ not found beside the app package or in cwd")
 
 
-def alembic_config(database_url: str | None = None) -> Config:
-    """The Alembic config of the repository, pointed at `database_url` when given."""
+def alembic_config() -> Config:
+    """The Alembic config of the repository, wherever the process runs from."""
     root = repo_root()
     config = Config(str(root / "alembic.ini"))
     config.set_main_option("script_location", str(root / "migrations"))
-    if database_url is not None:
-        config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
 
 
@@ -82,7 +80,7 @@ def check_schema_current(engine: Engine) -> None:
 
 def _run(alembic_command: Callable[[Config, str], None], database_url: str, revision: str) -> None:
     """Run an Alembic command on a connection of our own engine (SQLite pragmas included)."""
-    config = alembic_config(database_url)
+    config = alembic_config()
     engine = make_engine(database_url)
     try:
         with engine.connect() as connection:

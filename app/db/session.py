@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings, get_settings
 
+SQLITE_BEGIN_MODES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 SQLITE_FOLD_FUNCTION = "dotrec_fold"
 """SQL function registered on SQLite connections: Unicode-aware lower case (SQLite's is ASCII)."""
 
@@ -28,8 +29,11 @@ def make_engine(database_url: str, settings: Settings | None = None) -> Engine:
     """An engine for `database_url`: SQLite files (created with their folder) or PostgreSQL.
 
     SQLite connections run in WAL mode with foreign keys on, `synchronous=NORMAL` and a busy
-    timeout of `db_timeout_s`; transactions start with a plain ``BEGIN`` (deferred) emitted by
-    SQLAlchemy rather than by the sqlite3 module, so reads inside a transaction see one snapshot.
+    timeout of `db_timeout_s`; transactions start with a ``BEGIN`` emitted by SQLAlchemy rather
+    than by the sqlite3 module, so reads inside a transaction see one snapshot. It is
+    ``BEGIN DEFERRED`` unless the connection's execution option ``sqlite_begin`` says
+    "IMMEDIATE" (take the write lock at once: for transactions that read, then write) or
+    "EXCLUSIVE".
     PostgreSQL connections get a pool of `db_pool_size` (as many again in overflow), pre-ping,
     and `db_timeout_s` as both connect timeout and statement timeout.
     """
@@ -69,7 +73,10 @@ def _sqlite_engine(url: URL, settings: Settings) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN")
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        if mode not in SQLITE_BEGIN_MODES:
+            raise ValueError(f"sqlite_begin must be one of {', '.join(SQLITE_BEGIN_MODES)}")
+        connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
 

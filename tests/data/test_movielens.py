@@ -13,6 +13,7 @@ import pytest
 
 from app.data import movielens
 from app.data.movielens import RatingsSet, RowProblem, read_ratings_set
+from app.data.synth import PRESETS, write_synthetic
 
 SharedArchive = Callable[[str], Path | None]
 
@@ -53,9 +54,7 @@ def write_files(folder: Path, files: dict[str, str], encoding: str = "utf-8") ->
 
 
 def ml100k_folder(root: Path) -> Path:
-    return write_files(
-        root / "ml-100k", {"u.data": U_DATA, "u.item": U_ITEM, "u.genre": U_GENRE}, "latin-1"
-    )
+    return write_files(root / "ml-100k", {"u.data": U_DATA, "u.item": U_ITEM, "u.genre": U_GENRE}, "latin-1")
 
 
 def ml1m_folder(root: Path) -> Path:
@@ -399,18 +398,22 @@ def test_real_ml1m_part1(shared_archive: SharedArchive) -> None:
     assert data.movies.set_index("movie_id").loc[1, "genres"] == "Animation|Children's|Comedy"
 
 
-def test_real_ml100k_extracted_and_damaged(tmp_path: Path, shared_archive: SharedArchive) -> None:
-    """The real u.data with lines broken in place: the others all still read."""
+def test_lines_damaged_in_place_leave_the_rest_readable(
+    tmp_path: Path, shared_archive: SharedArchive
+) -> None:
+    """The real u.data (or, without it, a generated ratings.csv) with two lines broken in place."""
     archive = shared_archive("ml-100k")
     if archive is None:
-        pytest.skip("ml-100k.tar.gz is not in the shared data folder")
-    with tarfile.open(archive) as tar:
-        tar.extractall(tmp_path, filter="data")
-    u_data = tmp_path / "ml-100k" / "u.data"
-    lines = u_data.read_text().splitlines()
-    lines[0] = "196\t242"
-    lines[49_999] = "x\t1\t2\t3"
-    u_data.write_text("\n".join(lines) + "\n")
-    data = read_ratings_set(tmp_path / "ml-100k")
-    assert [p.line for p in data.problems] == [1, 50_000]
-    assert len(data.ratings) == 99_998
+        ratings_file = write_synthetic(tmp_path / "ml-100k", *PRESETS["ml-100k"]) / "ratings.csv"
+    else:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp_path, filter="data")
+        ratings_file = tmp_path / "ml-100k" / "u.data"
+    lines = ratings_file.read_text().splitlines()
+    total = len(read_ratings_set(ratings_file.parent).ratings)
+    lines[1] = lines[1][:4]  # cut short: too few fields
+    lines[49_999] = "x" + lines[49_999]  # user id no number
+    ratings_file.write_text("\n".join(lines) + "\n")
+    data = read_ratings_set(ratings_file.parent)
+    assert [p.line for p in data.problems] == [2, 50_000]
+    assert len(data.ratings) == total - 2

@@ -73,7 +73,7 @@ def test_popularity_and_activity_are_skewed(like_100k: tuple[Path, RatingsSet]) 
     assert movie_counts[-1] < 5 < np.median(movie_counts) < movie_counts[0] / 10
     user_counts = data.ratings["user_id"].value_counts().to_numpy()
     assert user_counts.min() >= synth.MIN_RATINGS_PER_USER
-    assert user_counts.max() > 5 * np.median(user_counts)
+    assert user_counts.max() > 3 * np.median(user_counts)  # all equal without a power law
 
 
 def test_timestamps_follow_user_join_order(like_100k: tuple[Path, RatingsSet]) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from app.config import Settings
 from app.db.session import make_engine, make_session_factory, normalize_url
@@ -54,3 +55,24 @@ def test_plain_postgresql_urls_use_psycopg(given: str, driver: str) -> None:
 def test_other_databases_are_refused() -> None:
     with pytest.raises(ValueError, match="unsupported"):
         make_engine("mysql://u@h/db")
+
+
+def test_sqlite_begin_immediate_takes_the_write_lock_at_once(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, db_timeout_s=0.1)
+    engine = make_engine(f"sqlite:///{tmp_path / 'locks.db'}", settings)
+    try:
+        with engine.begin() as setup:
+            setup.execute(text("CREATE TABLE t (x INTEGER)"))
+        with engine.connect() as reader, engine.connect() as other:
+            with reader.begin():
+                reader.execute(text("SELECT count(*) FROM t"))
+                with other.begin():
+                    other.execute(text("INSERT INTO t VALUES (1)"))
+            with reader.execution_options(sqlite_begin="IMMEDIATE").begin():
+                reader.execute(text("SELECT count(*) FROM t"))
+                with pytest.raises(OperationalError, match="locked"), other.begin():
+                    other.execute(text("INSERT INTO t VALUES (2)"))
+            with pytest.raises(ValueError, match="sqlite_begin"):
+                reader.execution_options(sqlite_begin="LATER").execute(text("SELECT 1"))
+    finally:
+        engine.dispose()

@@ -1,0 +1,111 @@
+"""Helpers shared by the routes: catalog checks, user resolution, scale checks, error bodies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from fastapi import HTTPException
+
+from app.api.deps import AppState
+from app.api.model_store import ServingModel
+from app.api.strategies import MODEL, UserState, resolve_user
+from app.config import Settings
+from app.db.repository import movies_exist
+
+SHOWN_IDS = 20
+
+#: the error responses documented on every route that can give them
+NOT_FOUND = {404: {"description": "A user's rating or a movie that does not exist (named in detail)."}}
+UNAVAILABLE = {503: {"description": "The database is unreachable or no model is loaded (detail says which)."}}
+AUTH = {
+    401: {"description": "API_KEY is set and the X-API-Key header is missing."},
+    403: {"description": "API_KEY is set and X-API-Key does not match it."},
+}
+TOO_LARGE = {413: {"description": "Over a size cap (named in detail)."}}
+
+
+def round_ratings(values: np.ndarray) -> list:
+    """Ratings as JSON numbers with 6 decimals (about float32's precision), nested as given."""
+    return np.round(values.astype(np.float64), 6).tolist()
+
+
+def id_list(ids: Iterable[int]) -> str:
+    ids = sorted(ids)
+    shown = ", ".join(str(i) for i in ids[:SHOWN_IDS])
+    return shown + (f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else "")
+
+
+def movie_not_found(movie_ids: Iterable[int]) -> HTTPException:
+    ids = list(movie_ids)
+    noun = "movie" if len(ids) == 1 else "movies"
+    verb = "is" if len(ids) == 1 else "are"
+    return HTTPException(404, f"{noun} {id_list(ids)} {verb} not in the catalog")
+
+
+async def ensure_in_catalog(state: AppState, movie_id: int) -> None:
+    """404 naming `movie_id` unless the catalog has it (memory first, then the database)."""
+    if movie_id in state.catalog.entries:
+        return
+    movie = await state.reads.movie(movie_id)
+    if movie is None:
+        raise movie_not_found([movie_id])
+    state.catalog.add(movie)
+
+
+def ensure_all_in_catalog(state: AppState, movie_ids: np.ndarray) -> None:
+    """Sync: 404 naming every one of `movie_ids` the catalog lacks."""
+    entries = state.catalog.entries
+    unseen = [m for m in np.unique(movie_ids).tolist() if m not in entries]
+    if not unseen:
+        return
+    with state.sessions() as session:
+        found = movies_exist(session, unseen)
+    missing = set(unseen) - found
+    if missing:
+        raise movie_not_found(missing)
+
+
+async def user_state(state: AppState, model: ServingModel, user_id: int) -> UserState:
+    """How `user_id` is scored; reads their ratings only when the model does not know them."""
+    row = model.user_index.get(user_id)
+    if row is not None:
+        return UserState(user_id, MODEL, row)
+    return resolve_user(model, user_id, await state.reads.user_ratings(user_id))
+
+
+def user_states(state: AppState, model: ServingModel, user_ids: list[int]) -> dict[int, UserState]:
+    """Sync: the state of each distinct user, one query for all those the model lacks."""
+    states: dict[int, UserState] = {}
+    outside: list[int] = []
+    for user_id in user_ids:
+        row = model.user_index.get(user_id)
+        if row is None:
+            outside.append(user_id)
+        else:
+            states[user_id] = UserState(user_id, MODEL, row)
+    if outside:
+        ratings = state.reads._ratings_of_users(outside)
+        for user_id in outside:
+            states[user_id] = resolve_user(model, user_id, ratings.get(user_id))
+    return states
+
+
+def scale_errors(settings: Settings, ratings: Iterable[tuple[list[Any], float]]) -> list[dict]:
+    """A 422 error entry for every rating off the configured scale."""
+    allowed = None
+    errors = []
+    for loc, value in ratings:
+        if settings.is_on_scale(value):
+            continue
+        allowed = allowed or ", ".join(f"{v:g}" for v in settings.allowed_ratings())
+        errors.append(
+            {
+                "loc": loc,
+                "msg": f"rating {value:g} is not on the scale; the allowed values are {allowed}",
+                "type": "rating_off_scale",
+                "input": value,
+            }
+        )
+    return errors

@@ -1,0 +1,222 @@
+"""Predicted ratings: one pair (with its explanation), many pairs row-wise, or a matrix."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic_core import to_json
+
+from app.api.deps import AppState, MovieIdPath, UserIdPath, no_model
+from app.api.routes.common import (
+    NOT_FOUND,
+    TOO_LARGE,
+    UNAVAILABLE,
+    ensure_all_in_catalog,
+    ensure_in_catalog,
+    round_ratings,
+    user_state,
+    user_states,
+)
+from app.api.schemas import Explanation, MatrixIn, MatrixOut, PairsIn, PairsOut, PredictionOut
+from app.api.strategies import (
+    PAIR_STRATEGIES,
+    MatrixPlan,
+    model_users_block,
+    pair_ratings,
+    predict_one,
+    user_block,
+)
+
+router = APIRouter(prefix="/predict", tags=["predictions"])
+
+NPY_MEDIA_TYPE = "application/x-npy"
+MAX_NPY_CELLS = 500_000_000
+"""Largest matrix streamed as .npy (2 GB of float32); larger asks are a 413."""
+BAND_CELLS = 1 << 20
+"""Cells computed and sent at a time when streaming a matrix (4 MiB of float32)."""
+
+
+@router.get(
+    "/{user_id}/{movie_id}",
+    response_model=PredictionOut,
+    response_model_exclude_none=True,
+    summary="Predict one rating",
+    responses={
+        404: {"description": "The movie is not in the catalog."},
+        422: {"description": "An id is not a positive 64-bit integer."},
+        **UNAVAILABLE,
+    },
+)
+async def predict(
+    request: Request,
+    user_id: UserIdPath,
+    movie_id: MovieIdPath,
+    explain: Annotated[
+        bool, Query(description="Add the biases, the dot product and the per-factor products.")
+    ] = False,
+) -> PredictionOut:
+    """The user's predicted rating of the movie and how it was made (`strategy`):
+
+    - **model**: both are in the model;
+    - **fold_in**: the user rated after training; their embedding is solved from their ratings;
+    - **baseline**: the user has no ratings (a new visitor): global mean + the movie's bias;
+    - **user_baseline**: the movie is not in the model yet: global mean + the user's bias.
+    """
+    state: AppState = request.app.state.dotrec
+    model = state.store.current
+    if model is None:
+        raise no_model(state)
+    await ensure_in_catalog(state, movie_id)
+    user = await user_state(state, model, user_id)
+    prediction = predict_one(model, user, movie_id, explain)
+    state.metrics.count_predictions("predict", prediction.strategy)
+    return PredictionOut(
+        user_id=user_id,
+        movie_id=movie_id,
+        rating=round(prediction.rating, 6),
+        model_version=model.version,
+        strategy=prediction.strategy,
+        movie_in_model=prediction.movie_in_model,
+        explain=Explanation(**prediction.explain) if prediction.explain is not None else None,
+    )
+
+
+@router.post(
+    "/pairs",
+    response_model=PairsOut,
+    summary="Predict many (user, movie) pairs",
+    responses={**NOT_FOUND, **TOO_LARGE, 422: {"description": "Invalid ids."}, **UNAVAILABLE},
+)
+def pairs(body: PairsIn, request: Request) -> Response:
+    """Row-wise dot products for up to MAX_PAIRS (default 100,000) pairs; `ratings[i]` is what
+    GET /predict gives for `pairs[i]`, with the same strategies. Any movie not in the catalog
+    makes it a 404 naming it."""
+    state: AppState = request.app.state.dotrec
+    cap = state.settings.max_pairs
+    if len(body.pairs) > cap:
+        raise HTTPException(413, f"{len(body.pairs):,} pairs in one request; the cap is {cap:,} (MAX_PAIRS)")
+    model = state.store.current
+    if model is None:
+        raise no_model(state)
+    ids = np.array(body.pairs, dtype=np.int64).reshape(-1, 2)
+    ensure_all_in_catalog(state, ids[:, 1])
+    distinct, index = np.unique(ids[:, 0], return_inverse=True)
+    states = user_states(state, model, distinct.tolist())
+    block = user_block(model, [states[u] for u in distinct.tolist()])
+    ratings, codes = pair_ratings(model, block, index.reshape(-1), model.predictor.movie_rows(ids[:, 1]))
+    for code, count in enumerate(np.bincount(codes, minlength=len(PAIR_STRATEGIES)).tolist()):
+        if count:
+            state.metrics.count_predictions("pairs", PAIR_STRATEGIES[code], count)
+    content = {
+        "model_version": model.version,
+        "ratings": round_ratings(ratings),
+        "strategies": [PAIR_STRATEGIES[c] for c in codes.tolist()],
+    }
+    return Response(to_json(content), media_type="application/json")
+
+
+@router.post(
+    "/matrix",
+    response_model=MatrixOut,
+    summary="Predict a users x movies matrix",
+    responses={
+        200: {
+            "content": {NPY_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+            "description": "JSON, or with `Accept: application/x-npy` a float32 .npy file of the "
+            "ratings alone (rows and columns as asked; omitted lists: GET /model/ids' order).",
+        },
+        **NOT_FOUND,
+        413: {"description": "Over the JSON cap (MAX_MATRIX_CELLS, default 1,000,000 cells): ask for .npy."},
+        422: {"description": "Invalid ids."},
+        **UNAVAILABLE,
+    },
+)
+def matrix(body: MatrixIn, request: Request) -> Response:
+    """ratings[i][j] is user_ids[i]'s rating of movie_ids[j], computed as one matrix product
+    and equal (to float32 rounding) to GET /predict/{user_ids[i]}/{movie_ids[j]}. Omitted
+    lists mean every user / movie of the model, ascending.
+
+    JSON is capped at MAX_MATRIX_CELLS cells; with `Accept: application/x-npy` the matrix
+    streams as a float32 .npy (an ML-1M-sized 6,040 x 3,706 one in a single request).
+    """
+    state: AppState = request.app.state.dotrec
+    model = state.store.current
+    if model is None:
+        raise no_model(state)
+    predictor = model.predictor
+    as_npy = NPY_MEDIA_TYPE in request.headers.get("accept", "")
+    n_rows = predictor.n_users if body.user_ids is None else len(body.user_ids)
+    n_cols = predictor.n_movies if body.movie_ids is None else len(body.movie_ids)
+    cells = n_rows * n_cols
+    cap = MAX_NPY_CELLS if as_npy else state.settings.max_matrix_cells
+    if cells > cap:
+        size = f"the matrix would hold {n_rows:,} x {n_cols:,} = {cells:,} cells"
+        if as_npy:
+            raise HTTPException(413, f"{size}, over the .npy cap of {cap:,}; ask for fewer ids")
+        raise HTTPException(
+            413,
+            f"{size}, over the JSON cap of {cap:,} (MAX_MATRIX_CELLS); send Accept: {NPY_MEDIA_TYPE}"
+            " for a float32 .npy, or ask for fewer ids",
+        )
+    if body.movie_ids is None:
+        movie_ids = predictor.movie_ids
+        movie_rows = np.arange(predictor.n_movies)
+    else:
+        movie_ids = np.array(body.movie_ids, dtype=np.int64)
+        ensure_all_in_catalog(state, movie_ids)
+        movie_rows = predictor.movie_rows(movie_ids)
+    if body.user_ids is None:
+        user_ids = predictor.user_ids
+        block = model_users_block(model)
+    else:
+        user_ids = np.array(body.user_ids, dtype=np.int64)
+        states = user_states(state, model, np.unique(user_ids).tolist())
+        block = user_block(model, [states[u] for u in user_ids.tolist()])
+    plan = MatrixPlan(model, block, movie_rows)
+    for strategy, count in _cell_counts(plan, block).items():
+        state.metrics.count_predictions("matrix", strategy, count)
+    headers = {"X-Model-Version": model.version}
+    if as_npy:
+        header = _npy_header((n_rows, n_cols))
+        headers["Content-Length"] = str(len(header) + cells * 4)
+        return StreamingResponse(_npy_stream(header, plan), media_type=NPY_MEDIA_TYPE, headers=headers)
+    content = {
+        "model_version": model.version,
+        "user_ids": user_ids.tolist(),
+        "movie_ids": movie_ids.tolist(),
+        "ratings": round_ratings(plan.full()),
+        "user_strategies": block.strategies,
+        "movies_not_in_model": movie_ids[movie_rows < 0].tolist(),
+    }
+    return Response(to_json(content), media_type="application/json", headers=headers)
+
+
+def _cell_counts(plan: MatrixPlan, block: object) -> dict[str, int]:
+    kinds = np.bincount(plan.block.kinds, minlength=3)
+    known, unknown = len(plan.known_cols), len(plan.unknown_cols)
+    counts = {
+        "model": int(kinds[0]) * known,
+        "fold_in": int(kinds[1]) * known,
+        "baseline": int(kinds[2]) * known,
+        "user_baseline": plan.n_rows * unknown,
+    }
+    return {name: count for name, count in counts.items() if count}
+
+
+def _npy_header(shape: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def _npy_stream(header: bytes, plan: MatrixPlan) -> Iterator[bytes]:
+    """The .npy bytes: the header, then bands of rows as little-endian float32 (each band is
+    computed in a worker thread as the client reads the previous one)."""
+    yield header
+    for band in plan.bands(BAND_CELLS):
+        yield band.astype("<f4", copy=False).tobytes()

@@ -48,7 +48,7 @@ RATINGS_DTYPES = {
     "timestamp": np.int64,
     "line": np.int64,
 }
-WHOLE_NUMBER_COLUMNS = ("user_id", "movie_id", "timestamp")
+_WHOLE_NUMBER_COLUMNS = ("user_id", "movie_id", "timestamp")
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
     "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
@@ -197,7 +197,8 @@ def _by_clean_name(names: Iterable[str]) -> dict[str, str]:
     return {PurePosixPath(name).as_posix(): name for name in names}
 
 
-_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+_ARCHIVE_SUFFIXES = (*_TAR_SUFFIXES, ".zip")
 
 
 @contextmanager
@@ -206,7 +207,7 @@ def _open_source(source: Path) -> Iterator[tuple[_Files, str]]:
     if source.is_dir():
         files: _Files = _FolderFiles(source)
         yield files, _find_ratings_file(files.names(), source)
-    elif source.name.endswith((".tar.gz", ".tgz", ".tar")):
+    elif source.name.endswith(_TAR_SUFFIXES):
         with tarfile.open(source, "r:*") as archive:
             files = _TarFiles(archive)
             yield files, _find_ratings_file(files.names(), source)
@@ -265,8 +266,7 @@ def _layout_for(ratings_path: str) -> _Layout:
 
 
 def _read_ratings(stream: BinaryIO, size: int, separator: bytes) -> tuple[pd.DataFrame, list[RowProblem]]:
-    """All ratings of a stream of `size` bytes, as the `RatingsSet.ratings` frame plus the lines
-    left out."""
+    """The `RatingsSet.ratings` frame of a stream of `size` bytes, and the lines left out."""
     blocks = _line_blocks(stream, _BLOCK_BYTES)
     if separator == b"::":
         blocks = (block.replace(b"::", _DAT_SEPARATOR) for block in blocks)
@@ -461,7 +461,7 @@ def _bad_values(frame: pd.DataFrame) -> np.ndarray:
             continue
         values = _as_numbers(frame[column])
         bad |= ~np.isfinite(values)
-        if column in WHOLE_NUMBER_COLUMNS:
+        if column in _WHOLE_NUMBER_COLUMNS:
             with np.errstate(invalid="ignore"):
                 bad |= values != np.round(values)
     return bad
@@ -484,7 +484,7 @@ def _value_reason(row: pd.Series) -> str:
             return f"{column} is empty"
         if not np.isfinite(number):
             return f"{column} {shown} is not a number"
-        if column in WHOLE_NUMBER_COLUMNS and number != round(number):
+        if column in _WHOLE_NUMBER_COLUMNS and number != round(number):
             return f"{column} {shown} is not a whole number"
     return "unreadable values"
 
@@ -507,12 +507,9 @@ def _typed(frame: pd.DataFrame, lines: np.ndarray) -> _Columns:
 
 
 def _as_int64(values: pd.Series) -> np.ndarray:
-    """int64 (n,) of a column of whole numbers, without a float round trip when already ints.
-
-    Always a copy: a view would keep pandas' whole 2-D block of the parsed frame alive.
-    """
+    """int64 (n,) of a column of whole numbers, without a float round trip when already ints."""
     if pd.api.types.is_integer_dtype(values):
-        return values.to_numpy(dtype=np.int64, copy=True)
+        return values.to_numpy(dtype=np.int64)
     return _as_numbers(values).astype(np.int64)
 
 

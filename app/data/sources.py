@@ -45,7 +45,7 @@ def _generated_instead(source: str, cache_dir: Path, error: DownloadError) -> tu
     """Synthetic stand-in data (reused from `cache_dir` when already generated) and its note."""
     n_users, n_movies, n_ratings = PRESETS[FALLBACK_PRESET]
     folder = cache_dir / f"synthetic-{FALLBACK_PRESET}"
-    if True:
+    if not _is_generated(folder, n_users, n_movies, n_ratings, FALLBACK_SEED):
         write_synthetic(folder, n_users, n_movies, n_ratings, seed=FALLBACK_SEED)
     note = (
         f"WARNING: could not fetch {source} ({error}). Using GENERATED synthetic data instead, "

@@ -239,7 +239,9 @@ def search_movies(
 def create_movie(
     session: Session, movie_id: int, title: str, year: int | None, genres: Sequence[str]
 ) -> MovieRow:
-    """Add a catalog entry; `MovieExists` when the id is taken."""
+    """Add a catalog entry; `MovieExists` when the id is taken, ValueError for a genre with '|'."""
+    if any("|" in genre for genre in genres):
+        raise ValueError("a genre cannot contain '|', the stored separator")
     values = {"id": movie_id, "title": title, "year": year, "genres": "|".join(genres)}
     query = _insert(session, MOVIES).values(values).on_conflict_do_nothing().returning(*MOVIES.c)
     row = session.execute(query).one_or_none()

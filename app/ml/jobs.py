@@ -19,9 +19,6 @@ from app.ml.artifact import new_version_name, save_artifact
 from app.ml.model import DotProductBias
 from app.ml.train import EpochCallback, FitResult, TrainConfig, fit
 
-#: share of the training ratings carved out for early stopping (never the test fold)
-VALIDATION_SHARE = 0.05
-
 
 def y_range_for(settings: Settings) -> tuple[float, float]:
     """The sigmoid's range: the rating scale widened by one step each side, so its ends are reachable."""
@@ -44,7 +41,7 @@ def train_and_save(
     source: str = "",
 ) -> TrainedVersion:
     """Fit on `data` less a validation part (for early stopping), then save a new version."""
-    train, validation = split(data, val_split, VALIDATION_SHARE, config.seed)
+    train, validation = split(data, val_split, config.validation_share, config.seed)
     result = fit(train, config, y_range_for(settings), validation, on_epoch)
     baseline = evaluate.BiasBaseline.fit(data)
     metrics = validation_metrics(result.model, train, validation)
@@ -73,7 +70,7 @@ def train_and_save(
         },
         "y_range": list(y_range_for(settings)),
         "global_mean": baseline.global_mean,
-        "hyper_parameters": config.as_dict() | {"val_split": val_split, "validation_share": VALIDATION_SHARE},
+        "hyper_parameters": config.as_dict() | {"val_split": val_split},
         "metrics": metrics,
         "history": [asdict(epoch) for epoch in result.history],
         "best_epoch": result.best_epoch,
@@ -154,7 +151,7 @@ def evaluate_folds(
 def evaluate_fold(
     index: int, train: TrainingSet, test: TrainingSet, settings: Settings, config: TrainConfig, ranking: bool
 ) -> FoldReport:
-    fit_part, validation = split_random(train, VALIDATION_SHARE, config.seed + index)
+    fit_part, validation = split_random(train, config.validation_share, config.seed + index)
     started = time.perf_counter()
     result = fit(fit_part, config, y_range_for(settings), validation)
     seconds = time.perf_counter() - started

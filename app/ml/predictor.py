@@ -34,9 +34,7 @@ class Predictor:
         user_ids, movie_ids: int64 ascending external ids of the embedding rows.
     """
 
-    def __init__(
-        self, artifact: Artifact, popularity_weight: float = 0.5, fold_in_ridge: float = 3.0
-    ) -> None:
+    def __init__(self, artifact: Artifact, popularity_weight: float = 0.5) -> None:
         weights = artifact.weights
         self.artifact = artifact
         self.version = artifact.version
@@ -55,7 +53,12 @@ class Predictor:
         self.rating_min = float(scale.get("min", self.y_lo))
         self.rating_max = float(scale.get("max", self.y_hi))
         self.popularity_boost = popularity_weight * weights["movie_popularity"]
-        self.fold_in_ridge = fold_in_ridge
+        hyper = artifact.meta.get("hyper_parameters", {})
+        self.weight_decay = float(hyper.get("weight_decay", 0.1))
+        self.frequency_power = float(hyper.get("frequency_power", 0.0))
+        self.mean_user_ratings = artifact.meta.get("n_ratings", len(self.user_ids)) / max(
+            len(self.user_ids), 1
+        )
         self._movie_norms = np.linalg.norm(self.movie_emb, axis=1)
 
     @property
@@ -157,13 +160,14 @@ class Predictor:
 
         A ridge regression in the model's pre-sigmoid space: the target for each rated movie is
         `logit((r - lo) / (hi - lo)) - b_m`, the features are the movie's embedding and a constant
-        (the user's bias), shrunk towards zero by `fold_in_ridge` like the training penalty does.
+        (the user's bias). The ridge is the training penalty this user would have had
+        (see `fold_in_ridge`), so a folded-in user is shrunk as a trained one would be.
         """
         fraction = (np.asarray(ratings, np.float64) - self.y_lo) / (self.y_hi - self.y_lo)
         fraction = np.clip(fraction, LOGIT_EPS, 1 - LOGIT_EPS)
         target = np.log(fraction / (1 - fraction)) - self.movie_bias[movie_rows]
         features = np.hstack([self.movie_emb[movie_rows], np.ones((len(movie_rows), 1))]).astype(np.float64)
-        ridge = self.fold_in_ridge * np.eye(features.shape[1])
+        ridge = self.fold_in_ridge(len(movie_rows)) * np.eye(features.shape[1])
         ridge[-1, -1] = 1e-3
         solution = np.linalg.solve(features.T @ features + ridge, features.T @ target)
         residual = np.asarray(ratings) - self.global_mean - self.baseline_movie_bias[movie_rows]
@@ -172,6 +176,16 @@ class Predictor:
             bias=float(solution[-1]),
             baseline_bias=float(residual.sum() / (len(residual) + 15.0)),
         )
+
+    def fold_in_ridge(self, n_ratings: int) -> float:
+        """The L2 weight training puts on a user with n ratings, moved into pre-sigmoid units.
+
+        Per epoch training adds `weight_decay * (mean / n) ** power * n * |u|^2` for such a
+        user against the squared rating errors; a score error e moves the rating by about
+        e * (hi - lo) / 4 (the sigmoid's slope at its middle), hence the division.
+        """
+        scaled = self.weight_decay * self.mean_user_ratings**self.frequency_power
+        return scaled * n_ratings ** (1 - self.frequency_power) / ((self.y_hi - self.y_lo) / 4) ** 2
 
 
 def _rows_of(sorted_ids: np.ndarray, ids: np.ndarray | list[int]) -> np.ndarray:

@@ -35,6 +35,8 @@ class TrainConfig:
         batch_size: ratings per optimiser step.
         seed: seeds the initial weights and every epoch's shuffle.
         patience: epochs without a better validation RMSE before stopping early.
+        validation_share: share of the training ratings the jobs carve out for early stopping
+            (never the test fold); small, because every rating held out is one not learnt from.
         mode: "rowwise" scores a batch as `(U[u] * M[m]).sum(-1)`; "dense" scores the full
             `U @ M.T` and picks the batch's cells, the spreadsheet way (small data only).
     """
@@ -47,6 +49,7 @@ class TrainConfig:
     batch_size: int = 1024
     seed: int = 0
     patience: int = 2
+    validation_share: float = 0.02
     mode: Mode = "rowwise"
 
     def as_dict(self) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tarfile
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -312,12 +313,31 @@ def test_malformed_dat_lines(tmp_path: Path) -> None:
     assert data.ratings["line"].tolist() == [1, 6]
 
 
-def test_a_too_long_first_line_is_not_silently_cut(tmp_path: Path) -> None:
-    # pandas would drop the extra field of a too-long *first* line without a word.
-    (tmp_path / "r.csv").write_text("1,10,4,100,99\n1,11,3,100\n2,12,5,100\n")
-    data = read_ratings_set(tmp_path / "r.csv")
-    assert data.problems == [RowProblem(1, "malformed: expected 4 fields, got 5")]
-    assert data.ratings["line"].tolist() == [2, 3]
+TOO_LONG = "malformed: expected 4 fields, got 5"
+
+
+@pytest.mark.parametrize(
+    ("text", "problems", "good_lines"),
+    [
+        ("1,10,4,100,99\n1,11,3,100\n2,12,5,100\n", [RowProblem(1, TOO_LONG)], [2, 3]),
+        # The separators add up over the file: only the first line's own count gives it away.
+        (
+            "1,10,4,100,99\n1,11,3,100\n2,12,5\n3,13,4,100\n",
+            [RowProblem(1, TOO_LONG), RowProblem(3, "malformed: expected 4 fields, got 3")],
+            [2, 4],
+        ),
+    ],
+)
+def test_a_too_long_first_line_is_reported_quietly(
+    tmp_path: Path, text: str, problems: list[RowProblem], good_lines: list[int]
+) -> None:
+    # pandas drops the extra fields of a too-long *first* line with nothing but a warning.
+    (tmp_path / "r.csv").write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = read_ratings_set(tmp_path / "r.csv")
+    assert data.problems == problems
+    assert data.ratings["line"].tolist() == good_lines
 
 
 def test_all_lines_bad(tmp_path: Path) -> None:

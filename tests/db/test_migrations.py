@@ -15,6 +15,7 @@ from app.db.models import Base
 from app.db.schema import (
     SchemaOutOfDate,
     check_schema_current,
+    current_revision,
     downgrade,
     head_revision,
     upgrade,
@@ -80,18 +81,17 @@ def test_check_schema_current_names_the_command(database_url: str) -> None:
 
 def test_alembic_command_line_from_repo_root(database_url: str) -> None:
     alembic = Path(sys.executable).with_name("alembic")
-    for command in (["upgrade", "head"], ["current"]):
-        done = subprocess.run(
-            [str(alembic), "-x", f"url={database_url}", *command],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-    assert head_revision() in done.stdout
+    done = subprocess.run(
+        [str(alembic), "-x", f"url={database_url}", "upgrade", "head"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
     engine = make_engine(database_url)
     try:
-        check_schema_current(engine)
+        assert current_revision(engine) == head_revision()
+        assert schema_diff(engine) == []
     finally:
         engine.dispose()

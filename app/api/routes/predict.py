@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic_core import to_json
 
-from app.api.deps import AppState, MovieIdPath, UserIdPath, no_model
+from app.api.deps import AppState, no_model, path_id, path_id_doc, query_bool, query_doc
 from app.api.routes.common import (
     NOT_FOUND,
     TOO_LARGE,
@@ -48,18 +47,23 @@ BAND_CELLS = 1 << 20
     summary="Predict one rating",
     responses={
         404: {"description": "The movie is not in the catalog."},
-        422: {"description": "An id is not a positive 64-bit integer."},
+        422: {"description": "An id is not a positive 64-bit integer, or explain is not a boolean."},
         **UNAVAILABLE,
     },
+    openapi_extra={
+        "parameters": [
+            path_id_doc("user_id", "user", 42),
+            path_id_doc("movie_id", "movie", 1),
+            query_doc(
+                "explain",
+                {"type": "boolean", "default": False},
+                "Add the biases, the dot product and the per-factor products.",
+                True,
+            ),
+        ]
+    },
 )
-async def predict(
-    request: Request,
-    user_id: UserIdPath,
-    movie_id: MovieIdPath,
-    explain: Annotated[
-        bool, Query(description="Add the biases, the dot product and the per-factor products.")
-    ] = False,
-) -> PredictionOut:
+async def predict(request: Request) -> Response:
     """The user's predicted rating of the movie and how it was made (`strategy`):
 
     - **model**: both are in the model;
@@ -67,6 +71,9 @@ async def predict(
     - **baseline**: the user has no ratings (a new visitor): global mean + the movie's bias;
     - **user_baseline**: the movie is not in the model yet: global mean + the user's bias.
     """
+    user_id = path_id(request, "user_id")
+    movie_id = path_id(request, "movie_id")
+    explain = query_bool(request, "explain", False)
     state: AppState = request.app.state.dotrec
     model = state.store.current
     if model is None:
@@ -75,7 +82,7 @@ async def predict(
     user = await user_state(state, model, user_id)
     prediction = predict_one(model, user, movie_id, explain)
     state.metrics.count_predictions("predict", prediction.strategy)
-    return PredictionOut(
+    body = PredictionOut(
         user_id=user_id,
         movie_id=movie_id,
         rating=round(prediction.rating, 6),
@@ -84,6 +91,7 @@ async def predict(
         movie_in_model=prediction.movie_in_model,
         explain=Explanation(**prediction.explain) if prediction.explain is not None else None,
     )
+    return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
 
 
 @router.post(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -137,19 +138,33 @@ def train(
     ] = "rowwise",
     plot: Annotated[bool, typer.Option(help="write training curves and a movie map as PNGs")] = False,
     quiet: Annotated[bool, typer.Option(help="log lines instead of a progress bar")] = False,
+    sparse: Annotated[bool, typer.Option(help="sparse gradients + SparseAdam (large tables, DDP)")] = False,
+    nproc: Annotated[int, typer.Option(help="train in N processes with torchrun + DDP")] = 1,
+    device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or cuda")] = "auto",
 ) -> None:
     """Fit user and movie embeddings, report validation metrics, save a new model version."""
+    from app.ml.distributed import join_from_environment, launch, leave
     from app.ml.jobs import train_and_save
 
+    if nproc > 1:
+        raise typer.Exit(launch(nproc, _arguments_after("train", drop="--nproc")))
+    placement = join_from_environment(device)
     settings = get_settings()
-    config = _train_config(dim, epochs, lr, wd, batch_size, seed, mode)
+    config = _train_config(dim, epochs, lr, wd, batch_size, seed, mode, sparse)
     training_set, titles, source = _training_data(data)
-    console.print(
-        f"training on {len(training_set):,} ratings, {training_set.n_users:,} users x "
-        f"{training_set.n_movies:,} movies ({source})"
-    )
-    with _EpochReporter(config.epochs, quiet) as on_epoch:
-        trained = train_and_save(training_set, settings, config, _split_kind(val_split), on_epoch, source)
+    if placement.is_main:
+        console.print(
+            f"training on {len(training_set):,} ratings, {training_set.n_users:,} users x "
+            f"{training_set.n_movies:,} movies ({source}); "
+            f"{placement.world} process(es) on {placement.device}"
+        )
+    with _EpochReporter(config.epochs, quiet or not placement.is_main) as on_epoch:
+        trained = train_and_save(
+            training_set, settings, config, _split_kind(val_split), on_epoch, source, placement
+        )
+    leave()
+    if trained is None:
+        return
     metrics = trained.metrics
     console.print(
         f"validation RMSE {metrics['rmse']:.4f} (bias only {metrics['bias_only_rmse']:.4f}, "
@@ -157,6 +172,21 @@ def train(
     )
     if plot:
         _write_plots(trained, training_set, titles)
+
+
+def _arguments_after(command: str, drop: str) -> list[str]:
+    """This process's arguments after `command`, less the option `drop` and its value."""
+    arguments = sys.argv[sys.argv.index(command) + 1 :]
+    kept: list[str] = []
+    skip_value = False
+    for argument in arguments:
+        if skip_value:
+            skip_value = False
+        elif argument == drop:
+            skip_value = True
+        elif not argument.startswith(f"{drop}="):
+            kept.append(argument)
+    return kept
 
 
 def _train_config(
@@ -167,6 +197,7 @@ def _train_config(
     batch_size: int | None,
     seed: int | None,
     mode: str,
+    sparse: bool = False,
 ) -> TrainConfig:
     from app.ml.train import TrainConfig
 
@@ -180,6 +211,7 @@ def _train_config(
         "batch_size": batch_size,
         "seed": seed,
         "mode": mode,
+        "sparse": sparse,
     }
     return TrainConfig(**{name: value for name, value in given.items() if value is not None})
 

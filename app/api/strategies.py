@@ -63,7 +63,7 @@ def resolve_user(
         return UserState(user_id, COLD)
     movie_ids, values = ratings
     predictor = model.predictor
-    rows = predictor.movie_rows(movie_ids)
+    rows = model.movie_rows(movie_ids)
     known = rows >= 0
     if not known.any():
         return UserState(user_id, COLD)
@@ -162,7 +162,12 @@ def recommend(
     genre: str | None = None,
 ) -> tuple[str, list[Recommended]]:
     """The k best catalog movies of the model for `user`, best first, never one of
-    `exclude_movie_ids`, only of `genre` when given. Returns (strategy, items)."""
+    `exclude_movie_ids`, only of `genre` when given. Returns (strategy, items).
+
+    Personal lists rank by Predictor.ranking_scores (the predicted rating plus the model's
+    popularity prior) and report the predicted rating; a cold user's list is the popular
+    movies by damped mean rating, reporting their baseline.
+    """
     predictor = model.predictor
     view = model.view()
     allowed: np.ndarray | None = None
@@ -173,7 +178,7 @@ def recommend(
         allowed = mask if allowed is None else allowed & mask
     excluded_rows = None
     if exclude_movie_ids is not None and len(exclude_movie_ids):
-        excluded_rows = predictor.movie_rows(exclude_movie_ids)
+        excluded_rows = model.movie_rows(exclude_movie_ids)
         excluded_rows = excluded_rows[excluded_rows >= 0]
 
     vector, bias, _ = _user_terms(model, user)
@@ -188,12 +193,14 @@ def recommend(
         scores = predictor.movie_emb @ vector
         scores += bias
         scores += predictor.movie_bias
+        ratings = predictor.squash(scores)
+        ranking = predictor.ranking_scores(ratings)
         if allowed is not None:
-            scores[~allowed] = -np.inf
+            ranking[~allowed] = -np.inf
         if excluded_rows is not None:
-            scores[excluded_rows] = -np.inf
-        rows = _top(scores, k)
-        values = predictor.squash(scores[rows])
+            ranking[excluded_rows] = -np.inf
+        rows = _top(ranking, k)
+        values = ratings[rows]
     ids = predictor.movie_ids[rows].tolist()
     titles = view.titles
     items = [
@@ -203,13 +210,30 @@ def recommend(
     return RECOMMEND_STRATEGY[user.kind], items
 
 
+TOP_BLOCK = 32
+"""Block width of the top-k prefilter (see `_top`)."""
+
+
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Rows of the k highest finite scores, best first (ties: lower row first)."""
-    k = min(k, len(scores))
+    """Rows of the k highest finite scores, best first (ties: lower row first).
+
+    For a small k a prefilter replaces the (slow) selection over every score: the k-th
+    largest of the block maxima (blocks of TOP_BLOCK scores) is a value that at least k scores
+    reach, so it bounds the k-th largest score from below; only the few scores at or above it
+    are sorted.
+    """
+    n = len(scores)
+    k = min(k, n)
     if k <= 0:
         return np.empty(0, dtype=np.int64)
-    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    top = top[np.lexsort((top, -scores[top]))]
+    blocks = n // TOP_BLOCK
+    if blocks >= 4 * k:
+        maxima = scores[: blocks * TOP_BLOCK].reshape(blocks, TOP_BLOCK).max(axis=1)
+        bound = np.partition(maxima, blocks - k)[blocks - k]
+    else:
+        bound = np.partition(scores, n - k)[n - k]
+    top = np.flatnonzero(scores >= bound)
+    top = top[np.lexsort((top, -scores[top]))][:k]
     return top[np.isfinite(scores[top])]
 
 

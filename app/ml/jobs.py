@@ -16,6 +16,7 @@ from app.data.splits import SplitKind, k_folds, split, split_random
 from app.data.training_set import TrainingSet
 from app.ml import evaluate
 from app.ml.artifact import new_version_name, save_artifact
+from app.ml.distributed import Placement, current_placement
 from app.ml.model import DotProductBias
 from app.ml.train import EpochCallback, FitResult, TrainConfig, fit
 
@@ -39,10 +40,17 @@ def train_and_save(
     val_split: SplitKind = "random",
     on_epoch: EpochCallback | None = None,
     source: str = "",
-) -> TrainedVersion:
-    """Fit on `data` less a validation part (for early stopping), then save a new version."""
+    placement: Placement | None = None,
+) -> TrainedVersion | None:
+    """Fit on `data` less a validation part (for early stopping), then save a new version.
+
+    In a distributed run every rank calls this; rank 0 alone saves and returns the version.
+    """
+    placement = placement or current_placement()
     train, validation = split(data, val_split, config.validation_share, config.seed)
-    result = fit(train, config, y_range_for(settings), validation, on_epoch)
+    result = fit(train, config, y_range_for(settings), validation, on_epoch, placement)
+    if not placement.is_main:
+        return None
     baseline = evaluate.BiasBaseline.fit(data)
     metrics = validation_metrics(result.model, train, validation)
     weights = {
@@ -51,7 +59,7 @@ def train_and_save(
         "user_bias": result.model.user_bias.weight[:, 0],
         "movie_bias": result.model.movie_bias.weight[:, 0],
     }
-    weights = {name: tensor.detach().numpy() for name, tensor in weights.items()}
+    weights = {name: tensor.detach().cpu().numpy() for name, tensor in weights.items()}
     weights |= {
         "baseline_user_bias": baseline.user_bias,
         "baseline_movie_bias": baseline.movie_bias,
@@ -77,6 +85,8 @@ def train_and_save(
         "data_fingerprint": data.fingerprint,
         "data_source": source,
         "library_versions": library_versions(),
+        "training_processes": placement.world,
+        "device": str(placement.device),
         "user_ids": data.user_ids.tolist(),
         "movie_ids": data.movie_ids.tolist(),
     }

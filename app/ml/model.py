@@ -15,14 +15,22 @@ class DotProductBias(nn.Module):
         n_factors: k, the width of each embedding row.
         y_range: (lo, hi), the open interval the sigmoid maps onto; slightly wider than the
             rating scale so that the extreme ratings are reachable with finite scores.
+        sparse: sparse gradients (only the rows a batch touched): for large tables and DDP.
     """
 
-    def __init__(self, n_users: int, n_movies: int, n_factors: int, y_range: tuple[float, float]) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_movies: int,
+        n_factors: int,
+        y_range: tuple[float, float],
+        sparse: bool = False,
+    ) -> None:
         super().__init__()
-        self.user_emb = nn.Embedding(n_users, n_factors)
-        self.movie_emb = nn.Embedding(n_movies, n_factors)
-        self.user_bias = nn.Embedding(n_users, 1)
-        self.movie_bias = nn.Embedding(n_movies, 1)
+        self.user_emb = nn.Embedding(n_users, n_factors, sparse=sparse)
+        self.movie_emb = nn.Embedding(n_movies, n_factors, sparse=sparse)
+        self.user_bias = nn.Embedding(n_users, 1, sparse=sparse)
+        self.movie_bias = nn.Embedding(n_movies, 1, sparse=sparse)
         self.y_range = y_range
         for table in (self.user_emb, self.movie_emb):
             nn.init.normal_(table.weight, std=0.01)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -12,8 +13,10 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from app.data.training_set import TrainingSet
+from app.ml.distributed import Placement, broadcast_flag, current_placement
 from app.ml.model import DotProductBias, frequency_weights
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,8 @@ class TrainConfig:
         patience: epochs without a better validation RMSE before stopping early.
         validation_share: share of the training ratings the jobs carve out for early stopping
             (never the test fold); small, because every rating held out is one not learnt from.
+        sparse: sparse gradients and SparseAdam: a step touches only the rows in its batch
+            instead of whole tables; what large tables and DDP need (see README, "Scale").
         mode: "rowwise" scores a batch as `(U[u] * M[m]).sum(-1)`; "dense" scores the full
             `U @ M.T` and picks the batch's cells, the spreadsheet way (small data only).
     """
@@ -50,6 +55,7 @@ class TrainConfig:
     seed: int = 0
     patience: int = 2
     validation_share: float = 0.02
+    sparse: bool = False
     mode: Mode = "rowwise"
 
     def as_dict(self) -> dict:
@@ -75,7 +81,7 @@ EpochCallback = Callable[[EpochStats], None]
 
 
 def batch_predictions(
-    model: DotProductBias, users: torch.Tensor, movies: torch.Tensor, mode: Mode
+    model: nn.Module, users: torch.Tensor, movies: torch.Tensor, mode: Mode
 ) -> torch.Tensor:
     """The model's ratings for a batch of (user, movie) rows, computed the `mode` way."""
     if mode == "dense":
@@ -86,7 +92,7 @@ def batch_predictions(
 
 
 def batch_loss(
-    model: DotProductBias,
+    model: nn.Module,
     users: torch.Tensor,
     movies: torch.Tensor,
     ratings: torch.Tensor,
@@ -97,13 +103,15 @@ def batch_loss(
     """Mean squared error of the batch plus the per-rating L2 penalty (scaled by `row_weights`)."""
     predictions = batch_predictions(model, users, movies, mode)
     mse = nn.functional.mse_loss(predictions, ratings)
-    return mse + weight_decay * model.penalty(users, movies, *(row_weights or ()))
+    module = model.module if isinstance(model, DistributedDataParallel) else model
+    return mse + weight_decay * module.penalty(users, movies, *(row_weights or ()))
 
 
 @torch.no_grad()
 def rmse(model: DotProductBias, data: TrainingSet, batch_size: int = 1 << 16) -> float:
     """Root mean squared error of the model on every rating of `data`."""
-    users, movies, ratings = as_tensors(data)
+    device = model.user_emb.weight.device
+    users, movies, ratings = (tensor.to(device) for tensor in as_tensors(data))
     squared = sum(
         (model(u, m) - r).pow(2).sum().item()
         for u, m, r in zip(
@@ -131,6 +139,7 @@ def fit(
     y_range: tuple[float, float],
     validation: TrainingSet | None = None,
     on_epoch: EpochCallback | None = None,
+    placement: Placement | None = None,
 ) -> FitResult:
     """Train a DotProductBias on `train`; with `validation`, stop early and keep the best epoch.
 
@@ -140,16 +149,25 @@ def fit(
         y_range: (lo, hi) the sigmoid maps onto.
         validation: ratings held out from `train` (same id maps) for early stopping.
         on_epoch: called after every epoch with its statistics (progress bars, logs).
+        placement: rank, world size and device; in a world of N, every rank runs this with the
+            same data and seed, each takes rows rank, rank + N, ... of every global batch of
+            `config.batch_size`, DDP averages the gradients (so N ranks take the same steps one
+            process would), and rank 0 alone validates. Default: one process on the CPU.
     """
+    placement = placement or current_placement()
+    if placement.world > 1 and config.mode == "dense":
+        raise ValueError("--mode dense scores the whole matrix in one process; use rowwise with DDP")
     torch.manual_seed(config.seed)
-    model = DotProductBias(train.n_users, train.n_movies, config.n_factors, y_range)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+    model = DotProductBias(train.n_users, train.n_movies, config.n_factors, y_range, config.sparse)
+    model = model.to(placement.device)
+    trainee = DistributedDataParallel(model) if placement.world > 1 else model
+    optimizer = make_optimizer(model, config)
     steps_per_epoch = max(1, -(-len(train) // config.batch_size))
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
     )
     shuffler = torch.Generator().manual_seed(config.seed)
-    users, movies, ratings = as_tensors(train)
+    users, movies, ratings = (tensor.to(placement.device) for tensor in as_tensors(train))
     row_weights = (
         frequency_weights(users, train.n_users, config.frequency_power),
         frequency_weights(movies, train.n_movies, config.frequency_power),
@@ -158,14 +176,18 @@ def fit(
     best_rmse, best_state = float("inf"), None
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
-        model.train()
-        total_loss = 0.0
-        for batch in torch.randperm(len(train), generator=shuffler).split(config.batch_size):
+        trainee.train()
+        total_loss = torch.zeros((), device=placement.device)
+        order = torch.randperm(len(train), generator=shuffler).to(placement.device)
+        for batch in order.split(config.batch_size):
+            if len(batch) < placement.world:
+                continue  # a last sliver too small to give every rank a row
+            mine = batch[placement.rank :: placement.world]
             loss = batch_loss(
-                model,
-                users[batch],
-                movies[batch],
-                ratings[batch],
+                trainee,
+                users[mine],
+                movies[mine],
+                ratings[mine],
                 config.weight_decay,
                 config.mode,
                 row_weights,
@@ -174,23 +196,22 @@ def fit(
             loss.backward()
             optimizer.step()
             schedule.step()
-            total_loss += loss.item() * len(batch)
+            total_loss += loss.detach() * len(mine)
         model.eval()
-        val_rmse = rmse(model, validation) if validation is not None and len(validation) else None
-        stats = EpochStats(epoch, total_loss / len(train), val_rmse, time.perf_counter() - started)
+        val_rmse = None
+        if placement.is_main and validation is not None and len(validation):
+            val_rmse = rmse(model, validation)
+        shard = -(-len(train) // placement.world)
+        stats = EpochStats(epoch, total_loss.item() / shard, val_rmse, time.perf_counter() - started)
         result.history.append(stats)
-        if on_epoch is not None:
+        if on_epoch is not None and placement.is_main:
             on_epoch(stats)
-        if val_rmse is None:
+        if val_rmse is not None and val_rmse < best_rmse:
+            best_rmse, best_state, result.best_epoch = val_rmse, copy.deepcopy(model.state_dict()), epoch
+        elif val_rmse is None:
             result.best_epoch = epoch
-            continue
-        if val_rmse < best_rmse:
-            best_rmse, best_state, result.best_epoch = (
-                val_rmse,
-                copy.deepcopy(model.state_dict()),
-                epoch,
-            )
-        elif epoch - result.best_epoch >= config.patience:
+        stop = val_rmse is not None and epoch - result.best_epoch >= config.patience
+        if broadcast_flag(stop, placement):
             log.info(
                 "early stop at epoch %d: best validation RMSE %.4f at epoch %d",
                 epoch,
@@ -201,3 +222,17 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     return result
+
+
+def make_optimizer(model: DotProductBias, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam; with sparse gradients SparseAdam, which updates only the rows a batch touched."""
+    if config.sparse:
+        return torch.optim.SparseAdam(list(model.parameters()), lr=config.lr)
+    return torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
+
+
+if __name__ == "__main__":
+    # `torchrun -m app.ml.train ARGS` runs `dotrec train ARGS` in every rank.
+    from app.cli import app
+
+    app(["train", *sys.argv[1:]])

@@ -4,6 +4,7 @@ and a TestClient running the app's lifespan."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -154,3 +155,33 @@ def make_client(seeded: str, models_dir: Path) -> Iterator[ClientMaker]:
 def client(make_client: ClientMaker) -> TestClient:
     """A started client, no API key."""
     return make_client()
+
+
+def add_version(models_dir: Path, scale: float = 1.5, shift: float = 0.2) -> str:
+    """Save a new version derived from the current one (embeddings scaled, movie biases shifted),
+    without training; returns its version name."""
+    from app.ml.artifact import current_version_dir, load_artifact, new_version_name, save_artifact
+
+    current = load_artifact(current_version_dir(models_dir))
+    weights = {name: np.array(w) for name, w in current.weights.items()}
+    weights["user_emb"] *= scale
+    weights["movie_emb"] *= scale
+    weights["movie_bias"] += shift
+    meta = {k: v for k, v in current.meta.items() if k not in ("format_version", "created_at")}
+    meta["version"] = new_version_name({"sha256": f"derived{scale}"})
+    return save_artifact(models_dir, weights, meta).name
+
+
+def add_corrupt_version(models_dir: Path, name: str = "29990101T000000000000Z-corrupt0") -> Path:
+    """A version folder whose weights file is garbage, made `current`."""
+    from app.ml.artifact import current_version_dir, point_current_at
+
+    source = current_version_dir(models_dir)
+    folder = models_dir / name
+    folder.mkdir()
+    meta = json.loads((source / "meta.json").read_text())
+    meta["version"] = name
+    (folder / "meta.json").write_text(json.dumps(meta))
+    (folder / "weights.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json" + b"\x00" * 64)
+    point_current_at(models_dir, name)
+    return folder

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
 import typer.main
 import yaml
 
@@ -120,51 +119,16 @@ def interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
 
 
 def referenced_variables(node: Any) -> set[str]:
-    """The names of every variable the compose file interpolates (`$$` escapes excluded)."""
-    names: set[str] = set()
-
-    class Recorder(dict):
-        def get(self, key: str, default: Any = None) -> Any:
-            names.add(key)
-            return "x"
-
-    def walk(value: Any) -> None:
-        if isinstance(value, str):
-            interpolate(value, Recorder())
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-
-    walk(node)
-    # Defaults are only read when the variable is missing: read each again with nothing set.
-    def walk_missing(value: Any) -> None:
-        if isinstance(value, str):
-            try:
-                interpolate(value, _RecordingEmpty(names))
-            except InterpolationError:
-                pass
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk_missing(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk_missing(item)
-
-    walk_missing(node)
-    return names
-
-
-class _RecordingEmpty(dict):
-    def __init__(self, names: set[str]) -> None:
-        super().__init__()
-        self.names = names
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.names.add(key)
-        return default
+    """The names of every variable the compose file interpolates, those inside defaults included
+    (`$$` escapes excluded)."""
+    if isinstance(node, str):
+        found = re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)|\$([A-Za-z_][A-Za-z0-9_]*)", node.replace("$$", ""))
+        return {braced or bare for braced, bare in found}
+    if isinstance(node, dict):
+        return set().union(*(referenced_variables(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(referenced_variables(value) for value in node))
+    return set()
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -198,7 +162,9 @@ def service_environment(service: Mapping[str, Any], project_env: Mapping[str, st
     value takes the project environment's value (shell or .env), and is left out without one."""
     declared = service.get("environment") or {}
     if isinstance(declared, list):
-        pairs = [(item.partition("=")[0], item.partition("=")[2] if "=" in item else None) for item in declared]
+        pairs = [
+            (item.partition("=")[0], item.partition("=")[2] if "=" in item else None) for item in declared
+        ]
     else:
         pairs = list(declared.items())
     resolved: dict[str, str] = {}
@@ -293,27 +259,37 @@ def dotrec_invocations(script: str, env: Mapping[str, str]) -> list[list[str]]:
 # --- the dotrec CLI ---------------------------------------------------------------------------------
 
 
-def parse_dotrec(argv: list[str]) -> click.Context:
-    """The context the real `dotrec` CLI builds for `argv` (argv[0] == "dotrec"): raises click's
-    UsageError/BadParameter for an unknown command or option or a value of the wrong type."""
+class NotADotrecCommand(ValueError):
+    """An argument list the real `dotrec` CLI refuses (unknown command or option, bad value)."""
+
+
+def parse_dotrec(argv: list[str]) -> Any:
+    """The (click) context the real `dotrec` CLI builds for `argv` (argv[0] == "dotrec"), whose
+    `.command.name` and `.params` say what would run; raises NotADotrecCommand for an unknown
+    command or option, a missing argument or a value of the wrong type."""
     from app.cli import app
 
     if not argv or Path(argv[0]).name != "dotrec":
-        raise click.UsageError(f"not a dotrec command: {argv}")
-    command: click.Command = typer.main.get_command(app)
+        raise NotADotrecCommand(f"not a dotrec command: {argv}")
+    command = typer.main.get_command(app)
     name, rest, parent = "dotrec", list(argv[1:]), None
-    while isinstance(command, click.Group):
-        i = 0
-        while i < len(rest) and rest[i].startswith("-"):
-            i += 1
-        if i == len(rest):
-            raise click.UsageError(f"{name}: no command given in {argv}")
-        context = command.make_context(name, rest[: i + 1], parent=parent)
-        sub = command.get_command(context, rest[i])
-        if sub is None:
-            raise click.UsageError(f"{name}: no such command {rest[i]!r}")
-        parent, name, command, rest = context, rest[i], sub, rest[i + 1 :]
-    return command.make_context(name, rest, parent=parent)
+    try:
+        while hasattr(command, "list_commands"):  # a group: its options, then a subcommand
+            i = 0
+            while i < len(rest) and rest[i].startswith("-"):
+                i += 1
+            if i == len(rest):
+                raise NotADotrecCommand(f"{name}: no command given in {argv}")
+            context = command.make_context(name, rest[: i + 1], parent=parent)
+            sub = command.get_command(context, rest[i])
+            if sub is None:
+                raise NotADotrecCommand(f"{name}: no such command {rest[i]!r} in {argv}")
+            parent, name, command, rest = context, rest[i], sub, rest[i + 1 :]
+        return command.make_context(name, rest, parent=parent)
+    except NotADotrecCommand:
+        raise
+    except Exception as error:  # typer's (vendored click's) UsageError, BadParameter, ...
+        raise NotADotrecCommand(f"{argv}: {error}") from error
 
 
 def settings_variables() -> dict[str, Any]:

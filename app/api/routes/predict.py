@@ -21,7 +21,7 @@ from app.api.routes.common import (
     user_state,
     user_states,
 )
-from app.api.schemas import Explanation, MatrixIn, MatrixOut, PairsIn, PairsOut, PredictionOut
+from app.api.schemas import MatrixIn, MatrixOut, PairsIn, PairsOut, PredictionOut
 from app.api.strategies import (
     PAIR_STRATEGIES,
     MatrixPlan,
@@ -82,16 +82,17 @@ async def predict(request: Request) -> Response:
     user = await user_state(state, model, user_id)
     prediction = predict_one(model, user, movie_id, explain)
     state.metrics.count_predictions("predict", prediction.strategy)
-    body = PredictionOut(
-        user_id=user_id,
-        movie_id=movie_id,
-        rating=round(prediction.rating, 6),
-        model_version=model.version,
-        strategy=prediction.strategy,
-        movie_in_model=prediction.movie_in_model,
-        explain=Explanation(**prediction.explain) if prediction.explain is not None else None,
-    )
-    return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
+    body = {
+        "user_id": user_id,
+        "movie_id": movie_id,
+        "rating": round(prediction.rating, 6),
+        "model_version": model.version,
+        "strategy": prediction.strategy,
+        "movie_in_model": prediction.movie_in_model,
+    }
+    if prediction.explain is not None:
+        body["explain"] = prediction.explain
+    return Response(to_json(body), media_type="application/json")
 
 
 @router.post(

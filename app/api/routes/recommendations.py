@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from pydantic_core import to_json
 
 from app.api.deps import (
     AppState,
@@ -14,7 +15,7 @@ from app.api.deps import (
     query_int,
     query_text,
 )
-from app.api.schemas import RecommendationItem, RecommendationsOut
+from app.api.schemas import RecommendationsOut
 from app.api.strategies import MODEL, UserState, recommend, resolve_user
 
 router = APIRouter(tags=["recommendations"])
@@ -79,15 +80,13 @@ async def recommendations(request: Request) -> Response:
         rated = ratings[0] if exclude_rated else None
     strategy, items = recommend(model, user, k, rated, genre)
     state.metrics.count_predictions("recommendations", strategy, len(items))
-    body = RecommendationsOut(
-        user_id=user_id,
-        model_version=model.version,
-        strategy=strategy,
-        items=[
-            RecommendationItem(
-                movie_id=i.movie_id, title=i.title, predicted_rating=round(i.predicted_rating, 6)
-            )
+    body = {
+        "user_id": user_id,
+        "model_version": model.version,
+        "strategy": strategy,
+        "items": [
+            {"movie_id": i.movie_id, "title": i.title, "predicted_rating": round(i.predicted_rating, 6)}
             for i in items
         ],
-    )
-    return Response(body.model_dump_json(), media_type="application/json")
+    }
+    return Response(to_json(body), media_type="application/json")

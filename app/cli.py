@@ -163,6 +163,7 @@ def train(
             training_set, settings, config, _split_kind(val_split), on_epoch, source, placement
         )
     leave()
+    logging.getLogger("app.train").info("rank %d peak RSS %.0f MiB", placement.rank, _peak_rss_mib())
     if trained is None:
         return
     metrics = trained.metrics
@@ -172,6 +173,12 @@ def train(
     )
     if plot:
         _write_plots(trained, training_set, titles)
+
+
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _arguments_after(command: str, drop: str) -> list[str]:

@@ -6,9 +6,8 @@ import io
 
 import numpy as np
 import pytest
+from api_support import CATALOG_ONLY, NEW_USER, ClientMaker, Data
 from fastapi.testclient import TestClient
-
-from tests.api.conftest import CATALOG_ONLY, NEW_USER, ClientMaker, Data
 
 TOLERANCE = 2e-5
 """JSON carries 6 decimals; float32 sums may differ in the last bit between code paths."""

@@ -89,21 +89,31 @@ def import_(
         str | None, typer.Argument(help="a path or GroupLens name; default: DATA_SOURCE")
     ] = None,
     on_error: Annotated[str, typer.Option(help="skip bad lines, or fail and import nothing")] = "skip",
+    if_empty: Annotated[bool, typer.Option(help="import only into a database that holds no ratings")] = False,
     quiet: bool = False,
 ) -> None:
     """Load a MovieLens data set or a CSV into the ratings database, idempotently."""
+    from sqlalchemy.orm import Session
+
     from app.data.sources import resolve_source
     from app.db.importer import ImportRefused, import_ratings_set
+    from app.db.repository import count_ratings
     from app.db.schema import check_schema_current
     from app.db.session import make_engine
 
     if on_error not in ("skip", "fail"):
         raise typer.BadParameter("--on-error must be skip or fail")
     settings = get_settings()
-    data, note = resolve_source(source or settings.data_source, settings.cache_dir)
-    console.print(note)
     engine = make_engine(settings.database_url, settings)
     check_schema_current(engine)
+    if if_empty:
+        with Session(engine) as session:
+            stored = count_ratings(session)
+        if stored:
+            console.print(f"the database holds {stored:,} ratings: not importing (--if-empty)")
+            return
+    data, note = resolve_source(source or settings.data_source, settings.cache_dir)
+    console.print(note)
     try:
         report = import_ratings_set(engine, data, settings, on_error=on_error, progress=not quiet)
     except ImportRefused as refused:

@@ -106,7 +106,10 @@ async def require_api_key(
         raise HTTPException(
             401, "this endpoint needs the X-API-Key header", {"WWW-Authenticate": "X-API-Key"}
         )
-    if not hmac.compare_digest(x_api_key.encode("utf-8"), expected.get_secret_value().encode("utf-8")):
+    # Starlette decodes header bytes as latin-1; encoding back gives the bytes the client sent,
+    # compared with the key's UTF-8 bytes (so a non-ASCII key works and nothing can raise).
+    sent = x_api_key.encode("latin-1")
+    if not hmac.compare_digest(sent, expected.get_secret_value().encode("utf-8")):
         raise HTTPException(403, "the X-API-Key header does not match the configured API_KEY")
 
 

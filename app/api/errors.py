@@ -74,8 +74,8 @@ async def _validation_error(request: Request, error: RequestValidationError) -> 
 
 def _clean(error: dict) -> dict:
     """A pydantic error as a client needs it: where, what, and a short echo of the input."""
-    loc = [part if isinstance(part, int | str) else str(part) for part in error.get("loc", ())]
-    message = str(error.get("msg", "invalid"))
+    loc = [part if isinstance(part, int) else _text(part) for part in error.get("loc", ())]
+    message = _text(error.get("msg", "invalid"))
     kind = str(error.get("type", "value_error"))
     if kind == "json_invalid":
         reason = (error.get("ctx") or {}).get("error")
@@ -91,8 +91,14 @@ def _clean(error: dict) -> dict:
         message = f"{message}: ids are {ID_RULE}"
     cleaned: dict[str, Any] = {"loc": loc, "msg": message, "type": kind}
     if "input" in error and _small(error["input"]):
-        cleaned["input"] = error["input"]
+        value = error["input"]
+        cleaned["input"] = _text(value) if isinstance(value, str) else value
     return cleaned
+
+
+def _text(value: object) -> str:
+    """`value` as text that encodes to UTF-8 (a lone surrogate from JSON becomes an escape)."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _small(value: Any) -> bool:

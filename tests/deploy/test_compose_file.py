@@ -190,9 +190,7 @@ def test_train_imports_only_into_an_empty_database(services: dict[str, dict[str,
     assert script is not None
     assert script.startswith("set -eu\n")
     import_line = next(line for line in script.splitlines() if "dotrec import" in line)
-    guard = script[: script.index(import_line)].splitlines()[-2]
-    assert guard.strip() == 'if [ "${ratings}" -eq 0 ]; then'
-    assert "count_ratings" in script
+    assert "--if-empty" in import_line.split()
     assert script.rstrip().splitlines()[-1].startswith("exec dotrec train"), "train's exit code is the job's"
 
 
@@ -291,9 +289,18 @@ def test_interpolation_follows_compose_rules() -> None:
         interpolate("${UNSET:?needed}", env)
 
 
+def _has_docker_compose() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return False
+    return probe.returncode == 0
+
+
 @pytest.mark.skipif(
-    shutil.which("docker") is None
-    or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,
+    not _has_docker_compose(),
     reason="no `docker compose` here to validate the file against the compose specification",
 )
 def test_docker_compose_config_accepts_the_file() -> None:

@@ -3,8 +3,9 @@ depends_on gives (migrate, train, api), each with its own command and its enviro
 resolves it (.env.example as the .env file), against a fresh database on the local PostgreSQL
 standing in for the db service. Volumes become folders, `dotrec` and `python` come from this
 virtual environment as they come from /opt/venv in the image. Then the things a user does with
-the stack: /ready and a recommendation; `docker compose run train` (a new version, no second
-import) and /admin/reload; `TRAIN_MODE=if-missing`; `docker compose up` again (migrate again).
+the stack: the image's and the db service's health checks, /ready and a recommendation;
+`docker compose run train` (a new version, no second import) and /admin/reload;
+`TRAIN_MODE=if-missing`; `docker compose up` again (migrate again).
 
 What differs from the containers, and only this: the api listens on 127.0.0.1 and a free port
 (compose would map the container's 0.0.0.0:8000), and training runs 2 epochs (TRAIN_ARGS) to be
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,12 +28,14 @@ import httpx
 import pytest
 from deploy_support import (
     COMPOSE_ONLY_VARIABLES,
+    DOCKERFILE,
     DOTREC_SERVICES,
     ENV_EXAMPLE,
     REPO_ROOT,
     depends_on,
     interpolate_tree,
     load_compose,
+    parse_dockerfile,
     read_env_file,
     referenced_variables,
     service_argv,
@@ -39,6 +43,7 @@ from deploy_support import (
     start_order,
     volume_mounts,
 )
+from sqlalchemy.engine import make_url
 
 from app.config import Settings
 
@@ -174,6 +179,29 @@ def _wait_healthy(client: httpx.Client, process: subprocess.Popen[bytes], log: P
     pytest.fail(f"api not healthy after {API_START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
 
 
+def _image_healthcheck_passes(port: int, env: dict[str, str]) -> None:
+    """The Dockerfile's HEALTHCHECK command, run here against the api (on its port here)."""
+    healthcheck = next(i for i in parse_dockerfile(DOCKERFILE.read_text()) if i.keyword == "HEALTHCHECK")
+    probe = healthcheck.exec_form()
+    assert probe is not None
+    probe = [part.replace("127.0.0.1:8000/", f"127.0.0.1:{port}/") for part in probe]
+    result = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+def _db_healthcheck_passes(stack: Stack, database_url: str) -> None:
+    """The db service's pg_isready check, run against the PostgreSQL standing in for it."""
+    if shutil.which("pg_isready") is None:
+        return
+    test = stack.services["db"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL"
+    url = make_url(database_url)
+    command = test[1].replace("-h 127.0.0.1", f"-h {url.host} -p {url.port or 5432}")
+    env = {**os.environ, "POSTGRES_USER": url.username or "postgres", "POSTGRES_DB": url.database or ""}
+    result = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_the_compose_stack_serves_recommendations(
     database_url: str,
@@ -200,7 +228,7 @@ def test_the_compose_stack_serves_recommendations(
     # docker compose up: migrate, then train (imports: the database is empty), then api.
     stack.run("migrate")
     first = stack.run("train")
-    assert "the database holds no ratings: importing" in first
+    assert "ratings added" in first
     assert "validation RMSE" in first
     assert len(stack.versions()) == 1
     version = stack.current_version()
@@ -210,6 +238,8 @@ def test_the_compose_stack_serves_recommendations(
     api_process.append(api)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         _wait_healthy(client, api, stack.logs / "api.log")
+        _image_healthcheck_passes(port, stack.environment("api"))
+        _db_healthcheck_passes(stack, database_url)
         ready = client.get("/ready")
         assert ready.status_code == 200, ready.text
         assert ready.json()["model_version"] == version
@@ -220,7 +250,7 @@ def test_the_compose_stack_serves_recommendations(
 
         # docker compose run train: a new version from the stored ratings, no second import.
         again = stack.run("train")
-        assert "no import" in again and "importing" not in again
+        assert "not importing (--if-empty)" in again and "ratings added" not in again
         assert len(stack.versions()) == 2
         newer = stack.current_version()
         assert newer != version

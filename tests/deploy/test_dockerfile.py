@@ -250,3 +250,19 @@ def test_dockerignore_keeps_the_context_small(instructions: list[Instruction]) -
                 for path in (REPO_ROOT / source).rglob("*.py"):
                     relative = path.relative_to(REPO_ROOT).as_posix()
                     assert "__pycache__" in relative or not ignored(relative, rules), relative
+
+
+def test_the_build_steps_python_runs(instructions: list[Instruction], tmp_path: Path) -> None:
+    """The build's inline Python works: the requirements it writes are pyproject's dependencies,
+    and the no-CUDA check passes on this (CPU-only) environment."""
+    build_runs = [i.value for i in instructions if i.stage == 0 and i.keyword == "RUN"]
+    snippets = [
+        words[2] for run in build_runs for words in _shell_commands(run) if words[:2] == ["python", "-c"]
+    ]
+    requirements_snippet, cuda_check = snippets
+    shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    subprocess.run([sys.executable, "-c", requirements_snippet], cwd=tmp_path, check=True)
+    written = (tmp_path / "requirements.txt").read_text().splitlines()
+    assert written == PYPROJECT["project"]["dependencies"]
+    result = subprocess.run([sys.executable, "-c", cuda_check], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,131 @@
+"""GET /recommendations and the strategy transitions: popular -> fold_in -> (retrained) model."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from api_support import CATALOG_ONLY, NEW_USER, Data
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from app.db.repository import upsert_rating
+
+
+def test_known_user_gets_best_first_unrated_movies(client: TestClient, data: Data) -> None:
+    response = client.get("/recommendations/1", params={"k": 5})
+    assert response.status_code == 200
+    body = response.json()
+    model = client.app.state.dotrec.store.current
+    assert body["strategy"] == "model" and body["model_version"] == model.version
+    items = body["items"]
+    assert len(items) == 5
+    rated = set(data.rated_by(1))
+    assert not rated & {item["movie_id"] for item in items}
+    assert all(item["movie_id"] not in CATALOG_ONLY for item in items)
+    assert all(item["title"].startswith(f"Movie {item['movie_id']} ") for item in items)
+
+    predictor = model.predictor
+    row = int(predictor.user_rows([1])[0])
+    ratings = predictor.matrix(np.array([row]), np.arange(predictor.n_movies))[0]
+    ranking = predictor.ranking_scores(ratings)
+    ranking[predictor.movie_rows(sorted(rated))] = -np.inf
+    expected = predictor.movie_ids[np.argsort(-ranking, kind="stable")[:5]].tolist()
+    assert [item["movie_id"] for item in items] == expected
+    for item in items:
+        single = client.get(f"/predict/1/{item['movie_id']}").json()["rating"]
+        assert item["predicted_rating"] == pytest.approx(single, abs=2e-5)
+
+    with_rated = client.get("/recommendations/1", params={"k": 100, "exclude_rated": "false"}).json()
+    assert len(with_rated["items"]) == predictor.n_movies
+    assert rated <= {item["movie_id"] for item in with_rated["items"]}
+
+
+def test_genre_filter_and_parameter_errors(client: TestClient, data: Data) -> None:
+    comedies = client.get("/recommendations/2", params={"genre": "comedy", "k": 50}).json()["items"]
+    assert comedies
+    assert all("Comedy" in data.genres_of(item["movie_id"]) for item in comedies)
+    assert client.get("/recommendations/2", params={"genre": "Western"}).json()["items"] == []
+    for params in (
+        {"k": 0},
+        {"k": 10**9},
+        {"k": "ten"},
+        {"k": -1},
+        {"exclude_rated": "perhaps"},
+        {"genre": "x" * 65},
+    ):
+        response = client.get("/recommendations/2", params=params)
+        assert response.status_code == 422, params
+        assert response.json()["detail"][0]["loc"][0] == "query"
+    for path in ("/recommendations/0", "/recommendations/abc", f"/recommendations/{2**63}"):
+        assert client.get(path).status_code == 422, path
+
+
+def test_new_visitor_popular_then_fold_in_then_cache_invalidated(client: TestClient, data: Data) -> None:
+    model = client.app.state.dotrec.store.current
+    predictor = model.predictor
+
+    visitor = client.get(f"/recommendations/{NEW_USER}", params={"k": 5}).json()
+    assert visitor["strategy"] == "popular"
+    popular_rows = np.argsort(-predictor.popular_scores(), kind="stable")[:5]
+    assert [item["movie_id"] for item in visitor["items"]] == predictor.movie_ids[popular_rows].tolist()
+    assert client.get(f"/predict/{NEW_USER}/1").json()["strategy"] == "baseline"
+
+    posted = client.post("/ratings", json={"user_id": NEW_USER, "movie_id": 3, "rating": 5})
+    assert posted.status_code == 201
+    folded = client.get(f"/recommendations/{NEW_USER}", params={"k": 5}).json()
+    assert folded["strategy"] == "fold_in"
+    assert 3 not in {item["movie_id"] for item in folded["items"]}
+    first = client.get(f"/predict/{NEW_USER}/1").json()
+    assert first["strategy"] == "fold_in"
+    expected = predictor.fold_in(predictor.movie_rows([3]), np.array([5.0], np.float32))
+    score = float(predictor.movie_emb[predictor.movie_rows([1])[0]] @ expected.vector) + expected.bias
+    score += float(predictor.movie_bias[predictor.movie_rows([1])[0]])
+    assert first["rating"] == pytest.approx(float(predictor.squash(np.float32(score))), abs=2e-5)
+    assert len(model.fold_cache) == 1
+
+    client.post("/ratings", json={"user_id": NEW_USER, "movie_id": 4, "rating": 0.5})
+    assert len(model.fold_cache) == 0  # dropped by the rating, not just outdated
+    second = client.get(f"/predict/{NEW_USER}/1").json()
+    assert second["strategy"] == "fold_in"
+    assert second["rating"] != pytest.approx(first["rating"], abs=1e-4)
+
+    hits = model.fold_cache.hits
+    assert client.get(f"/predict/{NEW_USER}/1").json() == second
+    assert model.fold_cache.hits == hits + 1
+
+    # a rating stored by another process (another worker, an import) is seen at once too
+    with Session(client.app.state.dotrec.engine) as session, session.begin():
+        upsert_rating(session, NEW_USER, 5, 5.0, datetime.now(UTC))
+    third = client.get(f"/predict/{NEW_USER}/1").json()
+    assert third["rating"] != pytest.approx(second["rating"], abs=1e-4)
+    listed = client.get(f"/recommendations/{NEW_USER}", params={"k": 50}).json()["items"]
+    assert not {3, 4, 5} & {item["movie_id"] for item in listed}
+
+    # a user whose only ratings are of movies the model lacks stays on the popular list
+    client.post("/ratings", json={"user_id": NEW_USER + 2, "movie_id": CATALOG_ONLY[0], "rating": 4})
+    outside = client.get(f"/recommendations/{NEW_USER + 2}").json()
+    assert outside["strategy"] == "popular"
+    assert client.get(f"/predict/{NEW_USER + 2}/1").json()["strategy"] == "baseline"
+
+
+def test_similar_movies(client: TestClient) -> None:
+    response = client.get("/movies/1/similar", params={"k": 4})
+    assert response.status_code == 200
+    body = response.json()
+    items = body["items"]
+    assert len(items) == 4 and 1 not in {item["movie_id"] for item in items}
+    predictor = client.app.state.dotrec.store.current.predictor
+    rows, similarities = predictor.similar(int(predictor.movie_rows([1])[0]), 4)
+    assert [item["movie_id"] for item in items] == predictor.movie_ids[rows].tolist()
+    np.testing.assert_allclose([item["similarity"] for item in items], similarities, atol=1e-5)
+    similarity = [item["similarity"] for item in items]
+    assert similarity == sorted(similarity, reverse=True)
+
+    assert client.get("/movies/424242/similar").status_code == 404
+    not_in_model = client.get(f"/movies/{CATALOG_ONLY[0]}/similar")
+    assert not_in_model.status_code == 404
+    assert "no embedding" in not_in_model.json()["detail"]
+    for params in ({"k": 0}, {"k": 1001}):
+        assert client.get("/movies/1/similar", params=params).status_code == 422

@@ -18,6 +18,8 @@ from app.config import get_settings
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from sqlalchemy import Engine
+
     from app.data.movielens import RowProblem
     from app.data.training_set import TrainingSet
     from app.ml.jobs import FoldReport, TrainedVersion
@@ -98,14 +100,11 @@ def import_(
     from app.data.sources import resolve_source
     from app.db.importer import ImportRefused, import_ratings_set
     from app.db.repository import count_ratings
-    from app.db.schema import check_schema_current
-    from app.db.session import make_engine
 
     if on_error not in ("skip", "fail"):
         raise typer.BadParameter("--on-error must be skip or fail")
     settings = get_settings()
-    engine = make_engine(settings.database_url, settings)
-    check_schema_current(engine)
+    engine = _migrated_engine()
     if if_empty:
         with Session(engine) as session:
             stored = count_ratings(session)
@@ -122,6 +121,21 @@ def import_(
         raise typer.Exit(1) from refused
     _print_problems(report.problems)
     console.print(report.summary())
+
+
+def _migrated_engine() -> Engine:
+    """The engine of DATABASE_URL, once its schema is known to be current (else a clear exit)."""
+    from app.db.schema import SchemaOutOfDate, check_schema_current
+    from app.db.session import make_engine
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url, settings)
+    try:
+        check_schema_current(engine)
+    except SchemaOutOfDate as error:
+        console.print(f"[red]{error}")
+        raise typer.Exit(1) from error
+    return engine
 
 
 def _print_problems(problems: list[RowProblem], shown: int = 20) -> None:
@@ -255,11 +269,8 @@ def _training_data(source: str | None) -> tuple[TrainingSet, dict[int, str], str
 
     from app.db.export import export_training_set
     from app.db.repository import movie_titles
-    from app.db.schema import check_schema_current
-    from app.db.session import make_engine
 
-    engine = make_engine(settings.database_url, settings)
-    check_schema_current(engine)
+    engine = _migrated_engine()
     training_set = export_training_set(engine)
     if len(training_set) == 0:
         console.print("[red]the database holds no ratings: run `dotrec import SOURCE` or pass --data")

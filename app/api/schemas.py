@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 MAX_ID = 2**63 - 1
 """The largest id: ids are positive signed 64-bit integers."""
@@ -151,12 +151,26 @@ class UserRatingsOut(BaseModel):
 
 # --- movies -----------------------------------------------------------------------------------------
 
-Genre = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^|]+$", examples=["Comedy"])]
+
+def no_nul(text: str) -> str:
+    """Text with no NUL character (PostgreSQL's text cannot hold one)."""
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    return text
+
+
+Genre = Annotated[
+    str,
+    Field(min_length=1, max_length=64, pattern=r"^[^|]+$", examples=["Comedy"]),
+    AfterValidator(no_nul),
+]
 
 
 class MovieIn(RequestBody):
     movie_id: MovieId
-    title: Annotated[str, Field(min_length=1, max_length=500, examples=["Toy Story (1995)"])]
+    title: Annotated[
+        str, Field(min_length=1, max_length=500, examples=["Toy Story (1995)"]), AfterValidator(no_nul)
+    ]
     year: Annotated[int | None, Field(ge=1000, le=9999, examples=[1995])] = None
     genres: Annotated[list[Genre], Field(max_length=50)] = Field(default_factory=list)
 

@@ -6,9 +6,10 @@
 `torch.from_numpy`, using every core), the movies each user already rated set to -inf, then
 `torch.topk`. One chunk holds `chunk_users x n_movies` float32 scores at a time (242 MB for
 1,024 users of ML-25M's 59,047 movies), whatever the number of users. The predicted rating
-written for each pick is `Predictor.pairs` of that (user, movie): the number `GET /predict`
-answers. Rows are written as they come with `pyarrow.parquet.ParquetWriter` (one row group a
-chunk) into a temporary file renamed into place at the end.
+written for each pick is `Predictor.pairs` of that (user, movie), the model's rating without
+the popularity prior, as the API's top-N lists report it. Rows are written as they come with
+`pyarrow.parquet.ParquetWriter` (one row group a chunk) into a temporary file renamed into
+place at the end.
 
 The file: columns `user_id int64, rank int16 (1..k), movie_id int64, predicted_rating float32`,
 sorted by (user_id, rank); key-value metadata `model_version`, `created_at` (UTC ISO 8601),
@@ -161,7 +162,8 @@ class _Scorer:
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
-    """A float32 tensor of `array` (copied: torch refuses to wrap read-only memory-mapped arrays)."""
+    """A float32 tensor of a copy of `array` (torch warns on, and must not write to, the
+    read-only memory-mapped weights)."""
     return torch.from_numpy(np.array(array, dtype=np.float32))
 
 

@@ -299,6 +299,8 @@ def test_bad_input_is_never_a_500(client: TestClient) -> None:
         ),
         ("POST", "/movies", b'{"movie_id": 5, "title": "\\ud800"}', json_header),
         ("POST", "/movies", b'{"movie_id": 5, "title": "x", "\\ud800": 1}', json_header),
+        ("POST", "/movies", b'{"movie_id": 900020, "title": "a\\u0000b"}', json_header),
+        ("POST", "/movies", b'{"movie_id": 900021, "title": "a", "genres": ["\\u0000"]}', json_header),
         ("POST", "/admin/reload", b"{}", {"Content-Type": "text/plain"}),
         ("DELETE", "/ratings/1/1?x=1", None, None),
         ("PUT", "/ratings", b"{}", json_header),

@@ -60,6 +60,12 @@ def search_catalog(
 ) -> MoviePage:
     """Movies whose title contains `search` and whose genres include `genre`, by id; any text
     is searched for literally (wildcards and quotes included)."""
+    for name, text in (("search", search), ("genre", genre)):
+        if text and "\x00" in text:
+            raise HTTPException(
+                422,
+                [{"loc": ["query", name], "msg": "must not contain NUL characters", "type": "value_error"}],
+            )
     page = search_movies(session, search or None, genre or None, limit, offset)
     return MoviePage(
         total=page.total, limit=limit, offset=offset, items=[_out(m, request) for m in page.items]

@@ -1,0 +1,71 @@
+"""The `dotrec` command line, end to end on a small generated data set and a SQLite file."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import app
+from app.config import get_settings
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'dotrec.db'}")
+    monkeypatch.setenv("MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def invoke(*arguments: str) -> str:
+    result = CliRunner().invoke(app, list(arguments))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+def test_synth_import_train_evaluate(workspace) -> None:
+    synth = workspace / "synth"
+    invoke("synth", str(synth), "--users", "120", "--movies", "80", "--ratings", "3000", "--quiet")
+    invoke("db", "upgrade")
+    assert "3,000 ratings added" in invoke("import", str(synth), "--quiet")
+    assert "not importing" in invoke("import", str(synth), "--if-empty", "--quiet")
+    assert "0 ratings added" in invoke("import", str(synth), "--quiet")
+
+    output = invoke("train", "--epochs", "3", "--dim", "8", "--quiet", "--plot")
+    assert "validation RMSE" in output
+    current = workspace / "models" / "current"
+    meta = json.loads((current / "meta.json").read_text())
+    assert meta["n_ratings"] == 3000 and meta["hyper_parameters"]["n_factors"] == 8
+    assert (current / "training_curves.png").stat().st_size > 1000
+    assert (current / "movie_map.png").stat().st_size > 1000
+
+    reports = json.loads(invoke("evaluate", "--folds", "2", "--epochs", "2", "--dim", "4", "--json"))
+    assert [r["fold"] for r in reports] == [1, 2]
+    assert all(r["n_train"] + r["n_test"] == 3000 for r in reports)
+
+
+def test_import_fail_mode_refuses_bad_lines_and_writes_nothing(workspace) -> None:
+    ratings = workspace / "bad.csv"
+    ratings.write_text("user_id,movie_id,rating\n1,10,4\n2,10,9.5\nnot,a,line\n")
+    invoke("db", "upgrade")
+    result = CliRunner().invoke(app, ["import", str(ratings), "--on-error", "fail", "--quiet"])
+    assert result.exit_code == 1
+    assert "line 3" in result.output and "line 4" in result.output
+    assert "nothing was written" in result.output
+    assert "1 ratings added" in invoke("import", str(ratings), "--quiet")
+
+
+def test_train_without_ratings_says_what_to_do(workspace) -> None:
+    invoke("db", "upgrade")
+    result = CliRunner().invoke(app, ["train", "--quiet"])
+    assert result.exit_code == 1
+    assert "dotrec import" in result.output
+
+
+def test_commands_refuse_an_unmigrated_database(workspace) -> None:
+    result = CliRunner().invoke(app, ["train", "--quiet"])
+    assert result.exit_code == 1
+    assert "dotrec db upgrade" in result.output

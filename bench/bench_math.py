@@ -21,8 +21,8 @@ import torch
 from app.data.movielens import read_ratings_set
 from app.data.synth import write_synthetic
 from app.data.training_set import TrainingSet
-from app.ml.model import DotProductBias
-from app.ml.train import batch_loss
+from app.ml.model import DotProductBias, frequency_weights
+from app.ml.train import Objective
 from bench.common import machine, markdown_table, peak_rss_mib, shared_archive, write_result
 
 BATCH = 1024
@@ -41,11 +41,14 @@ def epoch_cost(args: tuple[int, int, np.ndarray, np.ndarray, np.ndarray, str]) -
     model = DotProductBias(n_users, n_movies, FACTORS, (0.0, 5.5))
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3, fused=True)
     users, movies, ratings = (torch.from_numpy(a) for a in (users, movies, ratings))
+    objective = Objective(
+        model, 0.1, frequency_weights(users, n_users), frequency_weights(movies, n_movies), mode
+    )
     batches = torch.randperm(len(ratings)).split(BATCH)
     measured = batches[:DENSE_STEPS] if mode == "dense" else batches
     started = time.perf_counter()
     for batch in measured:
-        loss = batch_loss(model, users[batch], movies[batch], ratings[batch], 0.1, mode)
+        loss = objective(users[batch], movies[batch], ratings[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -39,7 +39,13 @@ class DotProductBias(nn.Module):
 
     def forward(self, users: torch.Tensor, movies: torch.Tensor) -> torch.Tensor:
         """Row-wise: users and movies are int (B,) row indices; returns the B predicted ratings."""
-        dot = (self.user_emb(users) * self.movie_emb(movies)).sum(-1)
+        return self.rate(self.user_emb(users), self.movie_emb(movies), users, movies)
+
+    def rate(
+        self, user_rows: torch.Tensor, movie_rows: torch.Tensor, users: torch.Tensor, movies: torch.Tensor
+    ) -> torch.Tensor:
+        """The B ratings from already looked-up (B, k) embedding rows `U[users]` and `M[movies]`."""
+        dot = (user_rows * movie_rows).sum(-1)
         return self.squash(dot + self.user_bias(users)[:, 0] + self.movie_bias(movies)[:, 0])
 
     def forward_matrix(self, users: torch.Tensor, movies: torch.Tensor) -> torch.Tensor:
@@ -51,29 +57,6 @@ class DotProductBias(nn.Module):
     def squash(self, scores: torch.Tensor) -> torch.Tensor:
         lo, hi = self.y_range
         return torch.sigmoid(scores) * (hi - lo) + lo
-
-    def penalty(
-        self,
-        users: torch.Tensor,
-        movies: torch.Tensor,
-        user_weight: torch.Tensor | None = None,
-        movie_weight: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Mean squared norm of the embedding rows a batch touched: a per-rating L2 term.
-
-        Args:
-            users, movies: int (B,) rows of the batch.
-            user_weight, movie_weight: optional float (n_users,) and (n_movies,) scales of each
-                row's penalty (see `frequency_weights`); rows a batch did not touch are left alone
-                and the biases are not shrunk.
-        """
-        user_squares = self.user_emb(users).pow(2).sum(-1)
-        movie_squares = self.movie_emb(movies).pow(2).sum(-1)
-        if user_weight is not None:
-            user_squares = user_squares * user_weight[users]
-        if movie_weight is not None:
-            movie_squares = movie_squares * movie_weight[movies]
-        return (user_squares + movie_squares).mean()
 
 
 def frequency_weights(rows: torch.Tensor, n_rows: int, power: float = 0.5) -> torch.Tensor:

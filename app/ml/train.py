@@ -7,6 +7,7 @@ import copy
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -42,6 +43,9 @@ class TrainConfig:
             (never the test fold); small, because every rating held out is one not learnt from.
         sparse: sparse gradients and SparseAdam: a step touches only the rows in its batch
             instead of whole tables; what large tables and DDP need (see README, "Scale").
+        threads: torch's intra-op threads while training. A step works on (batch, k) arrays,
+            too small to share out: a second thread costs more in hand-offs than it saves
+            (BENCHMARKS.md); use processes (DDP) to use more cores.
         mode: "rowwise" scores a batch as `(U[u] * M[m]).sum(-1)`; "dense" scores the full
             `U @ M.T` and picks the batch's cells, the spreadsheet way (small data only).
     """
@@ -56,6 +60,7 @@ class TrainConfig:
     patience: int = 2
     validation_share: float = 0.02
     sparse: bool = False
+    threads: int = 1
     mode: Mode = "rowwise"
 
     def as_dict(self) -> dict:
@@ -80,31 +85,51 @@ class FitResult:
 EpochCallback = Callable[[EpochStats], None]
 
 
-def batch_predictions(
-    model: nn.Module, users: torch.Tensor, movies: torch.Tensor, mode: Mode
-) -> torch.Tensor:
-    """The model's ratings for a batch of (user, movie) rows, computed the `mode` way."""
-    if mode == "dense":
-        all_users = torch.arange(model.user_emb.num_embeddings)
-        all_movies = torch.arange(model.movie_emb.num_embeddings)
-        return model.forward_matrix(all_users, all_movies)[users, movies]
-    return model(users, movies)
+class Objective(nn.Module):
+    """What training minimises, as a module so that DDP can wrap it (the model's parameters are its own).
 
+    `loss = mean((rating - r)^2) + weight_decay * mean(w_u |U[u]|^2 + w_m |M[m]|^2)` over the
+    batch: the squared error plus an L2 penalty on the embedding rows the batch touched, each
+    scaled by its row's `frequency_weights`; rows a batch did not touch and the biases are not
+    shrunk. The penalty reuses the rows looked up for the prediction.
 
-def batch_loss(
-    model: nn.Module,
-    users: torch.Tensor,
-    movies: torch.Tensor,
-    ratings: torch.Tensor,
-    weight_decay: float,
-    mode: Mode = "rowwise",
-    row_weights: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Mean squared error of the batch plus the per-rating L2 penalty (scaled by `row_weights`)."""
-    predictions = batch_predictions(model, users, movies, mode)
-    mse = nn.functional.mse_loss(predictions, ratings)
-    module = model.module if isinstance(model, DistributedDataParallel) else model
-    return mse + weight_decay * module.penalty(users, movies, *(row_weights or ()))
+    Args:
+        model: the model being trained.
+        weight_decay: lambda.
+        user_weight, movie_weight: float (n_users,) and (n_movies,) penalty scales.
+        mode: "rowwise" scores the batch's pairs; "dense" scores the full `U @ M.T` and takes
+            the batch's cells (the same numbers and gradients, at the cost of the whole matrix).
+    """
+
+    def __init__(
+        self,
+        model: DotProductBias,
+        weight_decay: float,
+        user_weight: torch.Tensor,
+        movie_weight: torch.Tensor,
+        mode: Mode = "rowwise",
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.weight_decay = weight_decay
+        self.register_buffer("user_weight", user_weight, persistent=False)
+        self.register_buffer("movie_weight", movie_weight, persistent=False)
+        self.mode = mode
+
+    def forward(self, users: torch.Tensor, movies: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        user_rows, movie_rows = model.user_emb(users), model.movie_emb(movies)
+        if self.mode == "dense":
+            all_users = torch.arange(model.user_emb.num_embeddings, device=users.device)
+            all_movies = torch.arange(model.movie_emb.num_embeddings, device=users.device)
+            predicted = model.forward_matrix(all_users, all_movies)[users, movies]
+        else:
+            predicted = model.rate(user_rows, movie_rows, users, movies)
+        penalty = (
+            user_rows.pow(2).sum(-1) * self.user_weight[users]
+            + movie_rows.pow(2).sum(-1) * self.movie_weight[movies]
+        ).mean()
+        return nn.functional.mse_loss(predicted, ratings) + self.weight_decay * penalty
 
 
 @torch.no_grad()
@@ -125,12 +150,19 @@ def rmse(model: DotProductBias, data: TrainingSet, batch_size: int = 1 << 16) ->
 
 
 def as_tensors(data: TrainingSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Zero-copy torch views of a TrainingSet's user rows, movie rows and ratings."""
-    return (
-        torch.from_numpy(data.user_rows),
-        torch.from_numpy(data.movie_rows),
-        torch.from_numpy(data.ratings),
-    )
+    """Zero-copy torch views of a TrainingSet's user rows, movie rows and ratings.
+
+    The arrays may be read-only (pandas' copy-on-write, memory-mapped caches); training only
+    reads them, so torch's warning about non-writable arrays is silenced rather than paid for
+    with a copy.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return (
+            torch.from_numpy(data.user_rows),
+            torch.from_numpy(data.movie_rows),
+            torch.from_numpy(data.ratings),
+        )
 
 
 def fit(
@@ -154,13 +186,27 @@ def fit(
             `config.batch_size`, DDP averages the gradients (so N ranks take the same steps one
             process would), and rank 0 alone validates. Default: one process on the CPU.
     """
-    placement = placement or current_placement()
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _fit(train, config, y_range, validation, on_epoch, placement or current_placement())
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _fit(
+    train: TrainingSet,
+    config: TrainConfig,
+    y_range: tuple[float, float],
+    validation: TrainingSet | None,
+    on_epoch: EpochCallback | None,
+    placement: Placement,
+) -> FitResult:
     if placement.world > 1 and config.mode == "dense":
         raise ValueError("--mode dense scores the whole matrix in one process; use rowwise with DDP")
     torch.manual_seed(config.seed)
     model = DotProductBias(train.n_users, train.n_movies, config.n_factors, y_range, config.sparse)
     model = model.to(placement.device)
-    trainee = DistributedDataParallel(model) if placement.world > 1 else model
     optimizer = make_optimizer(model, config)
     steps_per_epoch = max(1, -(-len(train) // config.batch_size))
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -168,10 +214,14 @@ def fit(
     )
     shuffler = torch.Generator().manual_seed(config.seed)
     users, movies, ratings = (tensor.to(placement.device) for tensor in as_tensors(train))
-    row_weights = (
+    objective = Objective(
+        model,
+        config.weight_decay,
         frequency_weights(users, train.n_users, config.frequency_power),
         frequency_weights(movies, train.n_movies, config.frequency_power),
+        config.mode,
     )
+    trainee = DistributedDataParallel(objective) if placement.world > 1 else objective
     result = FitResult(model=model)
     best_rmse, best_state = float("inf"), None
     for epoch in range(1, config.epochs + 1):
@@ -183,15 +233,7 @@ def fit(
             if len(batch) < placement.world:
                 continue  # a last sliver too small to give every rank a row
             mine = batch[placement.rank :: placement.world]
-            loss = batch_loss(
-                trainee,
-                users[mine],
-                movies[mine],
-                ratings[mine],
-                config.weight_decay,
-                config.mode,
-                row_weights,
-            )
+            loss = trainee(users[mine], movies[mine], ratings[mine])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

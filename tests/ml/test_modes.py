@@ -7,7 +7,7 @@ import torch
 
 from app.data.training_set import TrainingSet
 from app.ml.model import DotProductBias
-from app.ml.train import TrainConfig, batch_loss, fit
+from app.ml.train import Objective, TrainConfig, fit
 
 
 def test_rowwise_and_dense_loss_and_gradients_agree() -> None:
@@ -18,8 +18,9 @@ def test_rowwise_and_dense_loss_and_gradients_agree() -> None:
     movies = torch.randint(0, 35, (300,))
     ratings = torch.rand(300) * 4 + 1
 
-    loss_rowwise = batch_loss(rowwise, users, movies, ratings, 0.05, "rowwise")
-    loss_dense = batch_loss(dense, users, movies, ratings, 0.05, "dense")
+    user_weight, movie_weight = torch.rand(25) + 0.5, torch.rand(35) + 0.5
+    loss_rowwise = Objective(rowwise, 0.05, user_weight, movie_weight, "rowwise")(users, movies, ratings)
+    loss_dense = Objective(dense, 0.05, user_weight, movie_weight, "dense")(users, movies, ratings)
     torch.testing.assert_close(loss_rowwise, loss_dense)
     loss_rowwise.backward()
     loss_dense.backward()

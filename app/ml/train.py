@@ -221,7 +221,10 @@ def _fit(
         frequency_weights(movies, train.n_movies, config.frequency_power),
         config.mode,
     )
-    trainee = DistributedDataParallel(objective) if placement.world > 1 else objective
+    trainee: nn.Module = objective
+    if placement.world > 1:
+        # the penalty weights are the same constants on every rank: nothing to broadcast each step
+        trainee = DistributedDataParallel(objective, broadcast_buffers=False)
     result = FitResult(model=model)
     best_rmse, best_state = float("inf"), None
     for epoch in range(1, config.epochs + 1):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +22,15 @@ def shared_archive(name: str) -> Path | None:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far, MiB.
+
+    VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across exec, so a freshly spawned
+    benchmark process would report its parent's peak.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def machine() -> str:

@@ -29,6 +29,8 @@ app = typer.Typer(help="dotrec: dot-product recommendations for explicit ratings
 db_app = typer.Typer(help="The ratings database's schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console(stderr=True)
+#: folder of DATA_DIR holding the memory-mapped export of the ratings (app/data/array_cache.py)
+EXPORT_CACHE = "export-cache"
 
 SplitOption = Annotated[
     str, typer.Option("--val-split", help="random (seeded) or time (each user's newest ratings)")
@@ -268,11 +270,11 @@ def _training_data(source: str | None) -> tuple[TrainingSet, dict[int, str], str
         return TrainingSet.from_frame(ratings_set.ratings), titles, ratings_set.name
     from sqlalchemy.orm import Session
 
-    from app.db.export import export_training_set
+    from app.data.array_cache import cached_training_set
     from app.db.repository import movie_titles
 
     engine = _migrated_engine()
-    training_set = export_training_set(engine)
+    training_set = cached_training_set(engine, settings.data_dir / EXPORT_CACHE)
     if len(training_set) == 0:
         console.print("[red]the database holds no ratings: run `dotrec import SOURCE` or pass --data")
         raise typer.Exit(1)
@@ -382,6 +384,24 @@ def _report_table(reports: list[FoldReport], source: str) -> Table:
     for label, values in rows:
         table.add_row(label, *(f"{v:.4f}" for v in values))
     return table
+
+
+@app.command("recommend-all")
+def recommend_all(
+    k: Annotated[int, typer.Option(help="recommendations per user (1..32767)")] = 100,
+    out: Annotated[Path, typer.Option(help="the parquet file to write")] = Path("recommendations.parquet"),
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Top-k unrated movies of every user of the current model, into one parquet file."""
+    from app.ml.recommend_all import run_recommend_all
+
+    settings = get_settings()
+    try:
+        report = run_recommend_all(settings, k, out, not quiet, settings.data_dir / EXPORT_CACHE)
+    except ValueError as error:  # ArtifactError (no or bad model) is one, and so is a bad --k
+        console.print(f"[red]{error}")
+        raise typer.Exit(1) from error
+    console.print(report.summary())
 
 
 @app.command()

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -41,6 +42,12 @@ def test_synth_import_train_evaluate(workspace) -> None:
     assert meta["n_ratings"] == 3000 and meta["hyper_parameters"]["n_factors"] == 8
     assert (current / "training_curves.png").stat().st_size > 1000
     assert (current / "movie_map.png").stat().st_size > 1000
+
+    table = workspace / "top.parquet"
+    invoke("recommend-all", "--k", "5", "--out", str(table), "--quiet")
+    recommended = pq.read_table(table).to_pandas()
+    assert recommended.groupby("user_id").size().max() == 5
+    assert recommended["user_id"].nunique() == meta["n_users"]
 
     reports = json.loads(invoke("evaluate", "--folds", "2", "--epochs", "2", "--dim", "4", "--json"))
     assert [r["fold"] for r in reports] == [1, 2]

@@ -17,7 +17,9 @@ import time
 from urllib.parse import urlsplit
 
 
-async def _worker(host: str, port: int, paths: list[str], stop: float, latencies: list[float], errors: list[int]):
+async def _worker(
+    host: str, port: int, paths: list[str], stop: float, latencies: list[float], errors: list[int]
+):
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < stop:
@@ -44,7 +46,10 @@ async def run(url: str, paths: list[str], connections: int, seconds: float) -> d
     started = time.perf_counter()
     stop = started + seconds
     await asyncio.gather(
-        *(_worker(parts.hostname, parts.port or 80, paths, stop, latencies, errors) for _ in range(connections))
+        *(
+            _worker(parts.hostname, parts.port or 80, paths, stop, latencies, errors)
+            for _ in range(connections)
+        )
     )
     elapsed = time.perf_counter() - started
     latencies.sort()
@@ -60,7 +65,9 @@ async def run(url: str, paths: list[str], connections: int, seconds: float) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", required=True)
     parser.add_argument("--paths", required=True, help="a file with one request path a line")
     parser.add_argument("--connections", type=int, default=32)

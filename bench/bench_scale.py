@@ -10,10 +10,9 @@
     shared and private pages, with the weights copied (safetensors `load_file`, the previous
     `_read_weights`) and memory-mapped. Both as 2 plain processes (`load_artifact` +
     `Predictor`) and as `dotrec serve --workers 2` (MODELS_DIR = the artifact, DATABASE_URL =
-    a migrated empty SQLite file); the serve runs also try `ServingModel`'s `_materialize`
-    as it stands (copies np.memmap arrays) and patched to `.view(np.ndarray)` (no copy).
-    The variants are switched by a `sitecustomize.py` the benchmark writes into its scratch
-    folder (env DOTREC_BENCH_WEIGHTS), so no product code has a benchmark switch.
+    a migrated empty SQLite file). The two variants are switched by a `sitecustomize.py` the
+    benchmark writes into its scratch folder (env DOTREC_BENCH_WEIGHTS), so no product code
+    has a benchmark switch.
 
 Every recommend-all run is a fresh child process, so its peak RSS is its own. Prints Markdown
 tables and writes them to `bench/results/scale.md`. The scratch folder (data, models,
@@ -52,23 +51,12 @@ import os
 
 _MODE = os.environ.get("DOTREC_BENCH_WEIGHTS", "")
 if _MODE:
-    import numpy as np
     from safetensors.numpy import load_file
 
     import app.ml.artifact as _artifact
 
     if _MODE == "copy":
         _artifact._read_weights = lambda path: load_file(path / _artifact.WEIGHTS_FILE)
-    if _MODE == "mmap-view":
-        import app.api.model_store as _store
-
-        def _as_views(predictor):
-            for name, value in list(vars(predictor).items()):
-                if isinstance(value, np.memmap):
-                    setattr(predictor, name, value.view(np.ndarray))
-
-        if hasattr(_store, "_materialize"):
-            _store._materialize = _as_views
 '''
 
 
@@ -414,8 +402,7 @@ def memory_section(scratch: Path, data: Prepared) -> str:
     upgrade(f"sqlite:///{database}")
     for mode, label in (
         ("copy", "weights copied (`load_file`, before)"),
-        ("", "memory-mapped; `ServingModel._materialize` as it stands (copies np.memmap)"),
-        ("mmap-view", "memory-mapped; `_materialize` patched to `.view(np.ndarray)`"),
+        ("", "weights memory-mapped (`ServingModel` views them as plain ndarrays, no copy)"),
     ):
         with serving(scratch, data.models_dir, database, mode) as pids:
             rows += memory_rows(f"`dotrec serve --workers 2`: {label}", pids)

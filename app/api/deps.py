@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import parse_qsl
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,7 +28,7 @@ from app.db.repository import search_movies
 
 log = logging.getLogger("dotrec.api")
 
-CATALOG_LIMIT = 2**62
+CATALOG_LIMIT = 2**31 - 1
 """LIMIT of the query reading the whole catalog."""
 
 
@@ -165,13 +166,28 @@ def path_id(request: Request, name: str) -> int:
     return _parse_int(request.path_params[name], ("path", name), 0, MAX_ID, low_strict=True)
 
 
+def _query(request: Request) -> dict[str, str]:
+    """The query string's values (the last of repeated names), as Starlette decodes them,
+    parsed once a request without building a QueryParams."""
+    scope = request.scope
+    values = scope.get("dotrec.query")
+    if values is None:
+        text = scope.get("query_string", b"").decode("latin-1")
+        if "%" in text or "+" in text:
+            values = dict(parse_qsl(text, keep_blank_values=True))
+        else:
+            values = dict(part.partition("=")[::2] for part in text.split("&") if part)
+        scope["dotrec.query"] = values
+    return values
+
+
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
+    raw = _query(request).get(name)
     return default if raw is None else _parse_int(raw, ("query", name), low, high, low_strict=False)
 
 
 def query_bool(request: Request, name: str, default: bool) -> bool:
-    raw = request.query_params.get(name)
+    raw = _query(request).get(name)
     if raw is None:
         return default
     folded = raw.strip().lower()
@@ -185,7 +201,7 @@ def query_bool(request: Request, name: str, default: bool) -> bool:
 
 
 def query_text(request: Request, name: str, max_length: int) -> str | None:
-    raw = request.query_params.get(name)
+    raw = _query(request).get(name)
     if raw is not None and len(raw) > max_length:
         raise _invalid(
             "string_too_long",

@@ -8,6 +8,7 @@ while the rating endpoints work).
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app import __version__
 from app.api.deps import AppState
 from app.api.errors import UNAVAILABLE, RequestLimitsMiddleware, database_problem, install_error_handlers
+from app.api.fastpath import FastPaths
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.model_store import Catalog, ModelStore
 from app.api.queries import Reads
@@ -63,7 +65,12 @@ def start(settings: Settings, metrics: Metrics) -> AppState:
         schema_problem = f"not checked yet: the database was unreachable at start ({database_problem(error)})"
         log.error("database unreachable at start: %s", database_problem(error))
     catalog = Catalog()
-    store = ModelStore(settings.models_dir, catalog, (settings.rating_min, settings.rating_max))
+    store = ModelStore(
+        settings.models_dir,
+        catalog,
+        (settings.rating_min, settings.rating_max),
+        popularity_weight=settings.popularity_weight,
+    )
     state = AppState(
         settings=settings,
         engine=engine,
@@ -91,9 +98,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = start(settings, metrics)
         app.state.dotrec = state
+        # What start-up built lives as long as the process: keep it out of the collector's
+        # full passes, which otherwise pause every request now and then to walk it.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             state.reads.close()
             state.engine.dispose()
 
@@ -106,6 +118,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(app)
+    app.add_middleware(
+        FastPaths,
+        routers=[predict.router, recommendations.router],
+        endpoints=[predict.predict, recommendations.recommendations],
+    )
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(

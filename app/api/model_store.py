@@ -26,6 +26,10 @@ log = logging.getLogger("dotrec.api")
 
 FOLD_CACHE_SIZE = 50_000
 """Most folded-in users kept per model (least recently used dropped first)."""
+CANDIDATES = 200
+"""Length of a model user's cached candidate list (their best movies by ranking score)."""
+CANDIDATE_CACHE_SIZE = 100_000
+"""Most model users whose candidate lists are kept (about CANDIDATES x 8 bytes each)."""
 
 
 class ModelRefused(RuntimeError):
@@ -86,15 +90,42 @@ class CatalogView:
     all_recommendable: bool
     genres: list[frozenset[str]]
     genre_masks: dict[str, np.ndarray] = field(default_factory=dict)
+    blocked_masks: dict[str, np.ndarray | None] = field(default_factory=dict)
+    _known_genres: frozenset[str] | None = None
+
+    def blocked(self, genre: str | None = None) -> np.ndarray | None:
+        """bool (n_movies + 1,): rows that may not be recommended (not in the catalog, not of
+        `genre`), the last slot True; None when every row may be."""
+        key = genre.casefold() if genre else ""
+        if key and key not in self.known_genres:
+            key = UNKNOWN_GENRE  # one mask for every genre no movie has: nothing allowed
+        if key in self.blocked_masks:
+            return self.blocked_masks[key]
+        allowed = self.recommendable if not key else self.recommendable & self.genre_mask(key)
+        mask = None if allowed.all() else np.append(~allowed, True)
+        self.blocked_masks[key] = mask
+        return mask
 
     def genre_mask(self, genre: str) -> np.ndarray:
         """bool (n_movies,): rows whose genres include `genre` (any case)."""
         key = genre.casefold()
+        if key not in self.known_genres:
+            return np.zeros(len(self.genres), dtype=bool)
         mask = self.genre_masks.get(key)
         if mask is None:
             mask = np.fromiter((key in g for g in self.genres), dtype=bool, count=len(self.genres))
             self.genre_masks[key] = mask
         return mask
+
+    @property
+    def known_genres(self) -> frozenset[str]:
+        if self._known_genres is None:
+            self._known_genres = frozenset().union(*self.genres)
+        return self._known_genres
+
+
+UNKNOWN_GENRE = "\x00unknown"
+"""Cache key shared by every genre no movie has (masks are cached per known genre only)."""
 
 
 # --- fold-in cache ------------------------------------------------------------------------------------
@@ -144,6 +175,38 @@ class FoldCache:
         return len(self._entries)
 
 
+class CandidateCache:
+    """Per model user, their CANDIDATES best movie rows by ranking score, best first, and
+    the predicted ratings of those movies.
+
+    A model user's ranking depends on the model alone (their ratings in the database only
+    decide what is left out), so the list holds until the model changes; each request filters
+    it (rated, genre, catalog) and takes the first k, falling back to ranking every movie when
+    the filters leave fewer than k.
+    """
+
+    def __init__(self, capacity: int = CANDIDATE_CACHE_SIZE) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, row: int) -> tuple[np.ndarray, np.ndarray] | None:
+        with self._lock:
+            entry = self._entries.get(row)
+            if entry is not None:
+                self._entries.move_to_end(row)
+            return entry
+
+    def put(self, row: int, rows: np.ndarray, ratings: np.ndarray) -> None:
+        with self._lock:
+            self._entries[row] = (rows, ratings)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 # --- one loaded model ---------------------------------------------------------------------------------
 
 
@@ -169,21 +232,28 @@ class ServingModel:
         self.popular_ratings = predictor.baseline(np.arange(predictor.n_movies))
         self.movie_norms = np.linalg.norm(predictor.movie_emb, axis=1)
         self.fold_cache = FoldCache()
+        self.candidates = CandidateCache()
+        self.n_candidates = min(CANDIDATES, predictor.n_movies)
+        self.candidate_dtype = np.int32
         self.catalog = catalog
         self._view: CatalogView | None = None
         self.view()
 
     def movie_rows(self, movie_ids: np.ndarray) -> np.ndarray:
-        """int64 rows of movie ids, -1 where the model has no such movie (a table lookup when
-        the ids are dense enough, else a binary search)."""
+        """int64 rows of (positive) movie ids, -1 where the model has no such movie: one
+        table lookup when the ids are dense enough, else a binary search."""
         table = self._movie_row_table
         if table is None:
             return self.predictor.movie_rows(movie_ids)
-        ids = np.asarray(movie_ids, dtype=np.int64)
-        inside = (ids >= 0) & (ids < len(table))
-        if inside.all():
-            return table[ids]
-        return np.where(inside, table[np.where(inside, ids, 0)], -1)
+        # ids past the table clip onto its last entry, which is -1
+        return np.take(table, np.asarray(movie_ids, dtype=np.int64), mode="clip")
+
+    def excluded_mask(self, movie_ids: np.ndarray) -> np.ndarray:
+        """bool (n_movies + 1,): True at the rows of `movie_ids` (the last slot collects ids the
+        model does not have), for filtering lists of rows."""
+        mask = np.zeros(self.predictor.n_movies + 1, dtype=bool)
+        mask[self.movie_rows(movie_ids)] = True  # -1 is the last slot, which no row uses
+        return mask
 
     def view(self) -> CatalogView:
         """The catalog through this model's rows, rebuilt when the catalog changed."""
@@ -213,7 +283,7 @@ def _materialize(predictor: Predictor) -> None:
     The artifact's tensors are read-only views of one shared mapping of the weights file (so
     workers share its pages); that stays, only the np.memmap subclass goes: each numpy
     operation on a subclass runs Python-level hooks that cost more than the arithmetic of the
-    hot paths (about half of GET /recommendations on ML-1M).
+    hot paths (they were about half of GET /recommendations on ML-1M).
     """
     for name, value in list(vars(predictor).items()):
         if isinstance(value, np.memmap):
@@ -221,11 +291,11 @@ def _materialize(predictor: Predictor) -> None:
 
 
 def _dense_table(ids: np.ndarray, slack: int = 8, floor: int = 1 << 20) -> np.ndarray | None:
-    """An id -> row array when the largest id is small (at most `slack` x the count, or
-    `floor`), so a lookup is one indexing; None otherwise."""
+    """An id -> row array (-1: no such movie, also its last entry) when the largest id is small
+    (at most `slack` x the count, or `floor`), so a lookup is one indexing; None otherwise."""
     if len(ids) == 0 or int(ids[-1]) >= max(slack * len(ids), floor):
         return None
-    table = np.full(int(ids[-1]) + 1, -1, dtype=np.int64)
+    table = np.full(int(ids[-1]) + 2, -1, dtype=np.int64)
     table[ids] = np.arange(len(ids))
     return table
 
@@ -264,10 +334,17 @@ class Swap:
 class ModelStore:
     """Holds the serving model; loads replace it only after a complete load and check."""
 
-    def __init__(self, models_dir: Path, catalog: Catalog, rating_scale: tuple[float, float] | None = None):
+    def __init__(
+        self,
+        models_dir: Path,
+        catalog: Catalog,
+        rating_scale: tuple[float, float] | None = None,
+        popularity_weight: float = 0.5,
+    ) -> None:
         self.models_dir = models_dir
         self.catalog = catalog
         self.rating_scale = rating_scale
+        self.popularity_weight = popularity_weight
         self.current: ServingModel | None = None
         self.problem: str | None = "no model loaded yet"
         """Why no model is serving (None while one is)."""
@@ -326,7 +403,7 @@ class ModelStore:
     def _load(self, path: Path) -> ServingModel:
         try:
             artifact = load_artifact(path)
-            predictor = Predictor(artifact)
+            predictor = Predictor(artifact, popularity_weight=self.popularity_weight)
         except ArtifactError as error:
             raise ModelRefused(str(error)) from error
         except (KeyError, TypeError, ValueError, OSError) as error:

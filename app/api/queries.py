@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, Integer, bindparam, cast, func, literal_column, select
@@ -29,12 +28,12 @@ from app.db.repository import MovieRow
 
 log = logging.getLogger("dotrec.api")
 
-T = TypeVar("T")
 
 RATINGS = Rating.__table__
 MOVIES = Movie.__table__
 IN_CHUNK = 5_000
 INLINE_BUSY_TIMEOUT_MS = 5
+INLINE_MMAP_BYTES = 256 * 1024 * 1024
 
 # Plain row-per-rating reads (PostgreSQL, where psycopg builds rows cheaply) ...
 _RATED_IDS = (
@@ -96,16 +95,26 @@ class Reads:
             "movie": _MOVIE,
         }
         self._compiled = {name: _Compiled(stmt, engine) for name, stmt in statements.items()}
+        self._rated_ids_sql = self._compiled["rated_ids"].sql
         self._connection: Any = None
+        self._cursor: Any = None
 
     # --- the reads ---
 
     async def rated_movie_ids(self, user_id: int) -> np.ndarray:
-        """int64 ids of the movies `user_id` rated, ascending."""
-        rows = await self._fetch("rated_ids", {"user_id": user_id})
+        """int64 ids of the movies `user_id` rated (ascending on PostgreSQL, in storage order
+        on SQLite: the callers only test membership)."""
+        if self.inline:  # the hottest read of all, without the generic path's layers
+            try:
+                cursor = self._cursor or self._open_inline()
+                joined = cursor.execute(self._rated_ids_sql, (user_id,)).fetchone()[0]
+                return _split(joined) if joined else _EMPTY_IDS
+            except sqlite3.Error as error:
+                self._inline_failed(error)
+        rows = await self._fetch("rated_ids", {"user_id": user_id}, inline=False)
         if self.joined:
             joined = rows[0][0] if rows else None
-            return np.sort(_split(joined)) if joined else _EMPTY_IDS
+            return _split(joined) if joined else _EMPTY_IDS
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
     async def user_ratings(self, user_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,14 +141,8 @@ class Reads:
         movie_id, title, year, genres = rows[0]
         return MovieRow(id=movie_id, title=title, year=year, genres=genres.split("|") if genres else [])
 
-    async def ratings_of_users(self, user_ids: Iterable[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """(movie ids, ratings) of each of `user_ids` that has ratings (thread pool, chunked IN)."""
-        return await run_in_threadpool(self._ratings_of_users, list(user_ids))
-
-    async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
-        return await run_in_threadpool(function, *args)
-
     def close(self) -> None:
+        self._cursor = None
         connection, self._connection = self._connection, None
         if connection is not None:
             try:
@@ -149,29 +152,42 @@ class Reads:
 
     # --- how they run ---
 
-    async def _fetch(self, name: str, values: dict[str, Any]) -> list[tuple]:
+    async def _fetch(self, name: str, values: dict[str, Any], inline: bool = True) -> list[tuple]:
         compiled = self._compiled[name]
-        if self.inline:
+        if self.inline and inline:
             try:
                 return self._fetch_inline(compiled, values)
             except sqlite3.Error as error:
-                log.info("inline SQLite read failed (%s); retrying in the thread pool", error)
-                self.close()
+                self._inline_failed(error)
         return await run_in_threadpool(self._fetch_pooled, compiled, values)
 
+    def _open_inline(self) -> Any:
+        """The loop thread's own SQLite connection (made by the engine, so with its pragmas,
+        then taken out of its pool), its busy timeout cut short, and a cursor kept for reads."""
+        connection = self.engine.raw_connection()
+        connection.detach()  # its pragmas below must never reach a pooled session's writes
+        connection.execute(f"PRAGMA busy_timeout = {INLINE_BUSY_TIMEOUT_MS}")
+        # reads through the OS page cache instead of copies into SQLite's own cache
+        connection.execute(f"PRAGMA mmap_size = {INLINE_MMAP_BYTES}")
+        self._connection = connection
+        self._cursor = connection.cursor()
+        return self._cursor
+
+    def _inline_failed(self, error: Exception) -> None:
+        log.info("inline SQLite read failed (%s); retrying in the thread pool", error)
+        self.close()
+
     def _fetch_inline(self, compiled: _Compiled, values: dict[str, Any]) -> list[tuple]:
-        connection = self._connection
-        if connection is None:
-            connection = self.engine.raw_connection()
-            connection.execute(f"PRAGMA busy_timeout = {INLINE_BUSY_TIMEOUT_MS}")
-            self._connection = connection
-        return connection.execute(compiled.sql, compiled.params(values)).fetchall()
+        cursor = self._cursor or self._open_inline()
+        return cursor.execute(compiled.sql, compiled.params(values)).fetchall()
 
     def _fetch_pooled(self, compiled: _Compiled, values: dict[str, Any]) -> list[tuple]:
         with self.engine.connect() as connection:
             return [tuple(row) for row in connection.execute(compiled.statement, values)]
 
-    def _ratings_of_users(self, user_ids: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def ratings_of_users(self, user_ids: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Sync (for worker threads): (movie ids, ratings) of each of `user_ids` that has
+        ratings, ascending by movie id; one IN query a chunk of IN_CHUNK users."""
         found: dict[int, tuple[list[int], list[float]]] = {}
         with self.engine.connect() as connection:
             for start in range(0, len(user_ids), IN_CHUNK):

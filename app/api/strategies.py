@@ -20,16 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from app.api.model_store import ServingModel
-from app.ml.predictor import FoldedUser
+from app.ml.predictor import FoldedUser, Predictor
 
 MODEL, FOLD_IN, COLD = 0, 1, 2
-UserKind = Literal["model", "fold_in", "cold"]
-KIND_NAMES: dict[int, UserKind] = {MODEL: "model", FOLD_IN: "fold_in", COLD: "cold"}
 #: strategy of a prediction, by the user's kind, for movies the model knows
 PREDICT_STRATEGY = {MODEL: "model", FOLD_IN: "fold_in", COLD: "baseline"}
 #: strategy of a recommendation list, by the user's kind
@@ -45,10 +42,6 @@ class UserState:
     kind: int
     row: int = -1
     folded: FoldedUser | None = None
-
-    @property
-    def kind_name(self) -> UserKind:
-        return KIND_NAMES[self.kind]
 
 
 def resolve_user(
@@ -147,11 +140,8 @@ def predict_one(model: ServingModel, user: UserState, movie_id: int, explain: bo
 # --- recommendations ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Recommended:
-    movie_id: int
-    title: str | None
-    predicted_rating: float
+Recommended = dict
+"""{"movie_id", "title", "predicted_rating"} (6 decimals), as the API returns them."""
 
 
 def recommend(
@@ -166,48 +156,74 @@ def recommend(
 
     Personal lists rank by Predictor.ranking_scores (the predicted rating plus the model's
     popularity prior) and report the predicted rating; a cold user's list is the popular
-    movies by damped mean rating, reporting their baseline.
+    movies by damped mean rating, reporting their baseline. Model users' lists come from their
+    cached candidates when those suffice (see CandidateCache).
     """
     predictor = model.predictor
     view = model.view()
-    allowed: np.ndarray | None = None
-    if not view.all_recommendable:
-        allowed = view.recommendable
-    if genre:
-        mask = view.genre_mask(genre)
-        allowed = mask if allowed is None else allowed & mask
-    excluded_rows = None
+    blocked = view.blocked(genre)
     if exclude_movie_ids is not None and len(exclude_movie_ids):
-        excluded_rows = model.movie_rows(exclude_movie_ids)
-        excluded_rows = excluded_rows[excluded_rows >= 0]
+        excluded = model.excluded_mask(exclude_movie_ids)
+        blocked = excluded if blocked is None else excluded | blocked
 
     vector, bias, _ = _user_terms(model, user)
     if vector is None:
-        valid = np.ones(predictor.n_movies, dtype=bool) if allowed is None else allowed.copy()
-        if excluded_rows is not None:
-            valid[excluded_rows] = False
         order = model.popular_order
-        rows = order[valid[order]][:k]
+        rows = (order if blocked is None else order[~blocked[order]])[:k]
         values = model.popular_ratings[rows]
+    elif user.kind == MODEL and (found := _from_candidates(model, user, vector, bias, k, blocked)):
+        rows, values = found
     else:
-        scores = predictor.movie_emb @ vector
-        scores += bias
-        scores += predictor.movie_bias
-        ratings = predictor.squash(scores)
+        ratings = _ratings(predictor, vector, bias)
         ranking = predictor.ranking_scores(ratings)
-        if allowed is not None:
-            ranking[~allowed] = -np.inf
-        if excluded_rows is not None:
-            ranking[excluded_rows] = -np.inf
+        if blocked is not None:
+            ranking[blocked[:-1]] = -np.inf
         rows = _top(ranking, k)
         values = ratings[rows]
-    ids = predictor.movie_ids[rows].tolist()
     titles = view.titles
-    items = [
-        Recommended(movie_id, titles[row], rating)
-        for movie_id, row, rating in zip(ids, rows.tolist(), values.tolist(), strict=True)
+    return RECOMMEND_STRATEGY[user.kind], [
+        {"movie_id": movie_id, "title": titles[row], "predicted_rating": rating}
+        for movie_id, row, rating in zip(
+            predictor.movie_ids[rows].tolist(),
+            rows.tolist(),
+            np.round(values.astype(np.float64), 6).tolist(),
+            strict=True,
+        )
     ]
-    return RECOMMEND_STRATEGY[user.kind], items
+
+
+def _ratings(predictor: Predictor, vector: np.ndarray, bias: np.float32) -> np.ndarray:
+    """float32 (n_movies,) predicted ratings of every movie for a user's embedding and bias,
+    summed in GET /predict's order."""
+    scores = predictor.movie_emb @ vector
+    scores += bias
+    scores += predictor.movie_bias
+    return predictor.squash(scores)
+
+
+def _from_candidates(
+    model: ServingModel,
+    user: UserState,
+    vector: np.ndarray,
+    bias: np.float32,
+    k: int,
+    blocked: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(rows, ratings) of the first k unblocked of the user's cached candidates (computed on a
+    miss); None when fewer than k are left and the candidates are not every movie."""
+    entry = model.candidates.get(user.row)
+    if entry is None:
+        ratings = _ratings(model.predictor, vector, bias)
+        rows = _top(model.predictor.ranking_scores(ratings), model.n_candidates)
+        entry = (rows.astype(model.candidate_dtype), ratings[rows])
+        model.candidates.put(user.row, *entry)
+    rows, ratings = entry
+    if blocked is not None:
+        keep = ~blocked[rows]
+        rows, ratings = rows[keep], ratings[keep]
+    if len(rows) < k and len(entry[0]) < model.predictor.n_movies:
+        return None
+    return rows[:k], ratings[:k]
 
 
 TOP_BLOCK = 32
@@ -353,10 +369,6 @@ class MatrixPlan:
         self.cold_rows = np.flatnonzero(block.kinds == COLD)
         self.movie_baselines = predictor.baseline(known_rows) if len(self.cold_rows) else None
 
-    @property
-    def cells(self) -> int:
-        return self.n_rows * self.n_cols
-
     def band(self, start: int, stop: int) -> np.ndarray:
         """float32 (stop - start, n_cols): rows start..stop-1."""
         scores = self.block.vectors[start:stop] @ self.movie_emb_t
@@ -383,11 +395,13 @@ class MatrixPlan:
         return self.band(0, self.n_rows)
 
 
-def _squash_inplace(predictor: object, scores: np.ndarray) -> None:
-    """Predictor.squash, in place: lo + (hi - lo) / (1 + exp(-scores)), same float32 steps."""
-    lo, hi = predictor.y_lo, predictor.y_hi  # type: ignore[attr-defined]
+def _squash_inplace(predictor: Predictor, scores: np.ndarray) -> None:
+    """Predictor.squash, in place: lo + (hi - lo) / (1 + exp(-scores)), same float32 steps
+    (exp overflowing to inf for a very negative score gives lo, as it should)."""
+    lo, hi = predictor.y_lo, predictor.y_hi
     np.negative(scores, out=scores)
-    np.exp(scores, out=scores)
+    with np.errstate(over="ignore"):
+        np.exp(scores, out=scores)
     scores += 1
     np.divide(hi - lo, scores, out=scores)
     scores += lo

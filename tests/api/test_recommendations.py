@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from api_support import CATALOG_ONLY, NEW_USER, Data
+from api_support import CATALOG_ONLY, NEW_USER, ClientMaker, Data
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from app.api.model_store import CandidateCache
 from app.db.repository import upsert_rating
 
 
@@ -37,6 +39,12 @@ def test_known_user_gets_best_first_unrated_movies(client: TestClient, data: Dat
         single = client.get(f"/predict/1/{item['movie_id']}").json()["rating"]
         assert item["predicted_rating"] == pytest.approx(single, abs=2e-5)
 
+    # the same lists when the cached candidates run short and every movie is ranked instead
+    model.n_candidates = 3
+    model.candidates = CandidateCache()
+    assert client.get("/recommendations/1", params={"k": 5}).json() == body
+    assert len(model.candidates) == 1
+
     with_rated = client.get("/recommendations/1", params={"k": 100, "exclude_rated": "false"}).json()
     assert len(with_rated["items"]) == predictor.n_movies
     assert rated <= {item["movie_id"] for item in with_rated["items"]}
@@ -47,6 +55,10 @@ def test_genre_filter_and_parameter_errors(client: TestClient, data: Data) -> No
     assert comedies
     assert all("Comedy" in data.genres_of(item["movie_id"]) for item in comedies)
     assert client.get("/recommendations/2", params={"genre": "Western"}).json()["items"] == []
+    assert client.get(f"/recommendations/{NEW_USER}", params={"genre": "Western"}).json()["items"] == []
+    popular_noir = client.get(f"/recommendations/{NEW_USER}", params={"genre": "FILM-NOIR", "k": 50}).json()
+    assert popular_noir["items"]
+    assert all("Film-Noir" in data.genres_of(item["movie_id"]) for item in popular_noir["items"])
     for params in (
         {"k": 0},
         {"k": 10**9},
@@ -129,3 +141,43 @@ def test_similar_movies(client: TestClient) -> None:
     assert "no embedding" in not_in_model.json()["detail"]
     for params in ({"k": 0}, {"k": 1001}):
         assert client.get("/movies/1/similar", params=params).status_code == 422
+
+
+def test_popularity_weight_setting_changes_the_ranking(make_client: ClientMaker, data: Data) -> None:
+    client = make_client(popularity_weight=0.0)
+    model = client.app.state.dotrec.store.current
+    predictor = model.predictor
+    assert not predictor.popularity_boost.any()
+    row = int(predictor.user_rows([4])[0])
+    ratings = predictor.matrix(np.array([row]), np.arange(predictor.n_movies))[0]
+    ratings[predictor.movie_rows(sorted(data.rated_by(4)))] = -np.inf
+    expected = predictor.movie_ids[np.argsort(-ratings, kind="stable")[:5]].tolist()
+    items = client.get("/recommendations/4", params={"k": 5}).json()["items"]
+    assert [item["movie_id"] for item in items] == expected
+
+
+def test_a_failed_inline_read_is_retried_in_the_thread_pool(client: TestClient, data: Data) -> None:
+    reads = client.app.state.dotrec.reads
+    if not reads.inline:
+        pytest.skip("only SQLite reads on the event loop")
+
+    class Busy:
+        def execute(self, *args: object) -> None:
+            raise sqlite3.OperationalError("database is locked")
+
+    assert client.get("/recommendations/1").status_code == 200  # opens the inline connection
+    reads._cursor = Busy()
+    items = client.get("/recommendations/1", params={"k": 50}).json()["items"]
+    assert not set(data.rated_by(1)) & {item["movie_id"] for item in items}
+    assert reads._cursor is None  # dropped; the next read opens a fresh connection
+    # the dropped connection's short busy timeout went with it: none is back in the pool,
+    # whose connections (the writes') keep the full one
+    engine = client.app.state.dotrec.engine
+    connections = [engine.connect() for _ in range(engine.pool.checkedin() + 1)]
+    try:
+        assert {c.exec_driver_sql("PRAGMA busy_timeout").scalar() for c in connections} == {5000}
+    finally:
+        for connection in connections:
+            connection.close()
+    assert client.get(f"/predict/{NEW_USER}/1").json()["strategy"] == "baseline"
+    assert reads._cursor is not None

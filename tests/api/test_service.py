@@ -4,6 +4,8 @@ bad input that must never be a 500."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -310,3 +312,10 @@ def test_bad_input_is_never_a_500(client: TestClient) -> None:
         response = client.request(method, path, content=content, headers=headers)
         assert response.status_code < 500, (method, path, content, response.text)
         assert "detail" in response.json() or response.status_code < 400, (method, path)
+
+
+def test_the_server_never_imports_torch() -> None:
+    code = "import sys, app.api.main; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -86,7 +86,7 @@ def user_states(state: AppState, model: ServingModel, user_ids: list[int]) -> di
         else:
             states[user_id] = UserState(user_id, MODEL, row)
     if outside:
-        ratings = state.reads._ratings_of_users(outside)
+        ratings = state.reads.ratings_of_users(outside)
         for user_id in outside:
             states[user_id] = resolve_user(model, user_id, ratings.get(user_id))
     return states

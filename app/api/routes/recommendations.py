@@ -84,9 +84,6 @@ async def recommendations(request: Request) -> Response:
         "user_id": user_id,
         "model_version": model.version,
         "strategy": strategy,
-        "items": [
-            {"movie_id": i.movie_id, "title": i.title, "predicted_rating": round(i.predicted_rating, 6)}
-            for i in items
-        ],
+        "items": items,
     }
     return Response(to_json(body), media_type="application/json")

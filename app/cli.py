@@ -410,12 +410,19 @@ def serve(
     port: int = 8000,
     workers: int = 1,
     log_level: str = "info",
+    access_log: Annotated[bool, typer.Option(help="log every request (costs throughput)")] = True,
 ) -> None:
     """Serve the REST API with uvicorn (the newest model in MODELS_DIR, ratings from DATABASE_URL)."""
     import uvicorn
 
     uvicorn.run(
-        "app.api.main:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level
+        "app.api.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=access_log,
     )
 
 

@@ -78,9 +78,15 @@ class Predictor:
         return _rows_of(self.movie_ids, ids)
 
     def squash(self, scores: np.ndarray) -> np.ndarray:
-        """The model's sigmoid onto y_range, in float32."""
+        """The model's sigmoid onto y_range, clipped to the rating scale, in float32.
+
+        y_range is a step wider than the scale (so that its ends are reachable during training);
+        a served rating never leaves the scale.
+        """
         scores = np.asarray(scores, dtype=np.float32)
-        return (self.y_hi - self.y_lo) / (1 + np.exp(-scores)) + self.y_lo
+        with np.errstate(over="ignore"):
+            squashed = (self.y_hi - self.y_lo) / (1 + np.exp(-scores)) + self.y_lo
+        return np.clip(squashed, self.rating_min, self.rating_max)
 
     def pairs(self, user_rows: np.ndarray, movie_rows: np.ndarray) -> np.ndarray:
         """Row-wise: float32 (n,) ratings of the pairs (user_rows[i], movie_rows[i])."""
@@ -167,8 +173,8 @@ class Predictor:
         fraction = np.clip(fraction, LOGIT_EPS, 1 - LOGIT_EPS)
         target = np.log(fraction / (1 - fraction)) - self.movie_bias[movie_rows]
         features = np.hstack([self.movie_emb[movie_rows], np.ones((len(movie_rows), 1))]).astype(np.float64)
+        # the bias is shrunk like the factors: one 5-star rating must not make every movie 5 stars
         ridge = self.fold_in_ridge(len(movie_rows)) * np.eye(features.shape[1])
-        ridge[-1, -1] = 1e-3
         solution = np.linalg.solve(features.T @ features + ridge, features.T @ target)
         residual = np.asarray(ratings) - self.global_mean - self.baseline_movie_bias[movie_rows]
         return FoldedUser(

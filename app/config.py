@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     #: top-N lists rank by predicted rating + this * log(1 + the movie's ratings); see README
     popularity_weight: float = 0.5
 
+    #: a `dotrec recommend-all` parquet file GET /recommendations answers from (strategy
+    #: "precomputed") while it was made from the serving model after its training; else ignored
+    recommendations_table: Path | None = None
+
     max_matrix_cells: int = 1_000_000
     max_pairs: int = 100_000
     max_batch_ratings: int = 10_000

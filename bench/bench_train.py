@@ -64,18 +64,25 @@ def run_peers(data: TrainingSet, masks: list[np.ndarray], algorithms: list[str],
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
-def ours(data: TrainingSet, masks: list[np.ndarray], config: TrainConfig, ranking: bool) -> list[FoldReport]:
+def ours(
+    data: TrainingSet, masks: list[np.ndarray], config: TrainConfig, ranking: bool, first_fold: int = 1
+) -> list[FoldReport]:
     return [
         evaluate_fold(index, data.subset(~mask), data.subset(mask), Settings(), config, ranking)
-        for index, mask in enumerate(masks, start=1)
+        for index, mask in enumerate(masks, start=first_fold)
     ]
 
 
 def ml100k_cross_validation(work: Path, config: TrainConfig, svdpp: bool) -> str:
     name, data = load("ml-100k", work)
     masks = list(k_fold_masks(len(data), 5, SEED))
-    reports = ours(data, masks, config, ranking=False)
-    peers = run_peers(data, masks, ["SVD", "SVDpp"] if svdpp else ["SVD"], work)
+    algorithms = ["SVD", "SVDpp"] if svdpp else ["SVD"]
+    # fold by fold, ours then the peers', so that both see the same load on a shared machine
+    reports, peers = [], {}
+    for index, mask in enumerate(masks, start=1):
+        reports += ours(data, [mask], config, ranking=False, first_fold=index)
+        for peer, results in run_peers(data, [mask], algorithms, work).items():
+            peers.setdefault(peer, []).extend(results)
     header = ["fold", "dotrec RMSE", "dotrec s", "bias-only RMSE"]
     header += [f"{peer} {what}" for peer in peers for what in ("RMSE", "s")]
     header += ["dotrec s / SVD s"] if "SVD" in peers else []

@@ -70,6 +70,7 @@ def start(settings: Settings, metrics: Metrics) -> AppState:
         catalog,
         (settings.rating_min, settings.rating_max),
         popularity_weight=settings.popularity_weight,
+        recommendations_table=settings.recommendations_table,
     )
     state = AppState(
         settings=settings,

@@ -238,6 +238,8 @@ class ServingModel:
         self.catalog = catalog
         self._view: CatalogView | None = None
         self.view()
+        self.precomputed: PrecomputedTable | None = None
+        """The RECOMMENDATIONS_TABLE lists of this model, when one is loaded (see PrecomputedTable)."""
 
     def movie_rows(self, movie_ids: np.ndarray) -> np.ndarray:
         """int64 rows of (positive) movie ids, -1 where the model has no such movie: one
@@ -318,6 +320,114 @@ def check_predictor(predictor: Predictor) -> None:
             raise ModelRefused(f"{predictor.version}: predictions fall outside y_range")
 
 
+# --- precomputed recommendations ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrecomputedTable:
+    """A `dotrec recommend-all` file of one serving model, held in memory for GET /recommendations.
+
+    Each user's list (best first) is a slice `offsets[i]:offsets[i + 1]` of `rows` (the movies'
+    rows in the model) and `ratings`; the user of slice i is
+    `user_ids[i]` (ascending). Loaded only when made from the serving model after it was trained.
+    """
+
+    path: Path
+    signature: tuple[int, int, int]
+    """(inode, size, mtime_ns) of the file when read: a reload re-reads a changed file."""
+    model_version: str
+    created_at: str
+    k: int | None
+    rated_excluded: bool
+    """True when the users' rated movies were left out when the file was made."""
+    user_ids: np.ndarray
+    offsets: np.ndarray
+    rows: np.ndarray
+    ratings: np.ndarray
+
+    @property
+    def users(self) -> int:
+        return len(self.user_ids)
+
+    def span(self, user_id: int) -> tuple[int, int] | None:
+        """(start, stop) of `user_id`'s list, None when the table has no such user."""
+        i = int(np.searchsorted(self.user_ids, user_id))
+        if i >= len(self.user_ids) or self.user_ids[i] != user_id:
+            return None
+        return int(self.offsets[i]), int(self.offsets[i + 1])
+
+    def top(
+        self, span: tuple[int, int], k: int, blocked: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(rows, ratings) of the first k unblocked movies of a user's list; None when fewer
+        than k are left (`blocked`: bool per movie row, as CatalogView.blocked)."""
+        rows = self.rows[span[0] : span[1]]
+        ratings = self.ratings[span[0] : span[1]]
+        if blocked is not None:
+            keep = ~blocked[rows]
+            rows, ratings = rows[keep], ratings[keep]
+        if len(rows) < k:
+            return None
+        return rows[:k], ratings[:k]
+
+
+def _file_signature(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _parse_time(value: object) -> datetime | None:
+    """An ISO 8601 time as an aware datetime (naive read as UTC); None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def load_precomputed(path: Path, model: ServingModel) -> PrecomputedTable:
+    """Read the recommend-all file `path` for `model`; ValueError (saying why) when it cannot
+    serve it: unreadable, made from another model version, or made before the model."""
+    from app.ml.recommend_all import load_recommendations  # imports torch: only when configured
+
+    try:
+        signature = _file_signature(path)
+        table = load_recommendations(path)
+    except ValueError:
+        raise
+    except Exception as error:  # OSError, or a damaged file failing some other way inside pyarrow
+        raise ValueError(f"{path}: cannot be read ({type(error).__name__}: {error})") from error
+    if table.model_version != model.version:
+        raise ValueError(f"{path}: made from model {table.model_version}, not the serving {model.version}")
+    made = _parse_time(table.created_at)
+    if made is None:
+        raise ValueError(f"{path}: created_at {table.created_at!r} is not an ISO 8601 time")
+    trained = _parse_time(model.predictor.meta.get("created_at"))
+    if trained is not None and made < trained:
+        raise ValueError(f"{path}: made at {table.created_at}, before the model ({trained.isoformat()})")
+    rows = model.movie_rows(table.movie_ids).astype(np.int64)
+    if (rows < 0).any():
+        raise ValueError(f"{path}: names movies model {model.version} does not have")
+    try:
+        k = int(table.metadata["k"])
+    except (KeyError, ValueError):
+        k = None
+    return PrecomputedTable(
+        path=path,
+        signature=signature,
+        model_version=table.model_version,
+        created_at=table.created_at,
+        k=k,
+        rated_excluded=table.metadata.get("rated_excluded", "true") != "false",
+        user_ids=np.ascontiguousarray(table.user_ids, dtype=np.int64),
+        offsets=np.ascontiguousarray(table.offsets, dtype=np.int64),
+        rows=rows,
+        ratings=np.ascontiguousarray(table.predicted_ratings, dtype=np.float32),
+    )
+
+
 # --- the store ----------------------------------------------------------------------------------------
 
 
@@ -340,8 +450,11 @@ class ModelStore:
         catalog: Catalog,
         rating_scale: tuple[float, float] | None = None,
         popularity_weight: float = 0.5,
+        recommendations_table: Path | None = None,
     ) -> None:
         self.models_dir = models_dir
+        self.recommendations_table = recommendations_table
+        """A recommend-all parquet file to serve GET /recommendations from (see attach_table)."""
         self.catalog = catalog
         self.rating_scale = rating_scale
         self.popularity_weight = popularity_weight
@@ -362,11 +475,13 @@ class ModelStore:
                 raise self._refused(f"no model artifact in {self.models_dir}")
             previous = self.current
             if previous is not None and previous.path == path:
+                self.attach_table(previous)
                 return Swap(previous, previous, False, time.perf_counter() - started)
             try:
                 model = self._load(path)
             except ModelRefused as refused:
                 raise self._refused(str(refused)) from refused
+            self.attach_table(model)
             self.current = model
             self.problem = None
             seconds = time.perf_counter() - started
@@ -386,6 +501,7 @@ class ModelStore:
                 except ModelRefused as refused:
                     log.warning("model refused: %s", refused)
                     continue
+                self.attach_table(model)
                 self.current = model
                 self.problem = None
             log.warning(
@@ -393,6 +509,37 @@ class ModelStore:
             )
             return Swap(model, None, True, 0.0)
         return None
+
+    def attach_table(self, model: ServingModel) -> None:
+        """Give `model` the RECOMMENDATIONS_TABLE file when it exists and was made from this
+        model after its training; (re)read only when the file changed. Any problem is logged
+        and leaves the model without a table (live scoring), never raises."""
+        path = self.recommendations_table
+        current = model.precomputed
+        if path is None:
+            model.precomputed = None
+            return
+        try:
+            signature = _file_signature(path)
+        except OSError:
+            log.warning("recommendations table %s not found: recommendations are scored live", path)
+            model.precomputed = None
+            return
+        if current is not None and current.path == path and current.signature == signature:
+            return
+        try:
+            table = load_precomputed(path, model)
+        except ValueError as problem:
+            log.warning("recommendations table ignored: %s", problem)
+            model.precomputed = None
+            return
+        model.precomputed = table
+        log.info(
+            "serving precomputed recommendations of %s users from %s (made %s)",
+            f"{table.users:,}",
+            path,
+            table.created_at,
+        )
 
     def invalidate_user(self, user_id: int) -> None:
         """Drop `user_id`'s folded-in embedding: they rated (or unrated) something."""

@@ -342,10 +342,15 @@ class RecommendationItem(BaseModel):
     predicted_rating: float
 
 
+RecommendationStrategy = Literal["model", "fold_in", "popular", "precomputed"]
+"""How a recommendation list was made: as Strategy, or precomputed: taken from the
+RECOMMENDATIONS_TABLE made from the serving model (the model's ranking, filtered now)."""
+
+
 class RecommendationsOut(BaseModel):
     user_id: int
     model_version: str
-    strategy: Strategy
+    strategy: RecommendationStrategy
     items: list[RecommendationItem] = Field(description="Best first.")
 
     model_config = ConfigDict(
@@ -377,6 +382,14 @@ class ReadyOut(BaseModel):
     checks: dict[str, str]
 
 
+class PrecomputedOut(BaseModel):
+    path: str
+    created_at: str
+    users: int
+    k: int | None
+    rated_excluded: bool
+
+
 class ModelOut(BaseModel):
     version: str
     created_at: str | None
@@ -394,6 +407,9 @@ class ModelOut(BaseModel):
     data_source: str | None
     data_fingerprint: dict[str, Any]
     fold_in_cache_size: int
+    recommendations_table: PrecomputedOut | None = Field(
+        None, description="The RECOMMENDATIONS_TABLE serving GET /recommendations; null when none is loaded."
+    )
 
 
 class ModelIdsOut(BaseModel):

@@ -396,8 +396,8 @@ class MatrixPlan:
 
 
 def _squash_inplace(predictor: Predictor, scores: np.ndarray) -> None:
-    """Predictor.squash, in place: lo + (hi - lo) / (1 + exp(-scores)), same float32 steps
-    (exp overflowing to inf for a very negative score gives lo, as it should)."""
+    """Predictor.squash, in place: lo + (hi - lo) / (1 + exp(-scores)) clipped to the scale, the
+    same float32 steps (exp overflowing to inf for a very negative score gives lo, as it should)."""
     lo, hi = predictor.y_lo, predictor.y_hi
     np.negative(scores, out=scores)
     with np.errstate(over="ignore"):
@@ -405,3 +405,4 @@ def _squash_inplace(predictor: Predictor, scores: np.ndarray) -> None:
     scores += 1
     np.divide(hi - lo, scores, out=scores)
     scores += lo
+    np.clip(scores, predictor.rating_min, predictor.rating_max, out=scores)

@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from app.api.deps import ModelDep, State
 from app.api.errors import UNAVAILABLE, database_problem
-from app.api.schemas import HealthOut, ModelIdsOut, ModelOut, ReadyOut
+from app.api.schemas import HealthOut, ModelIdsOut, ModelOut, PrecomputedOut, ReadyOut
 from app.db.schema import SchemaOutOfDate, check_schema_current
 
 router = APIRouter(tags=["service"])
@@ -83,7 +83,8 @@ def ready(state: State) -> ReadyOut | JSONResponse:
     responses={503: {"description": "No model is loaded."}},
 )
 async def model_info(model: ModelDep) -> ModelOut:
-    """Version, creation time, validation metrics, sizes and hyper-parameters of the model."""
+    """Version, creation time, validation metrics, sizes and hyper-parameters of the model, and
+    the precomputed recommendations table when one is loaded."""
     predictor = model.predictor
     meta = predictor.meta
     return ModelOut(
@@ -103,6 +104,15 @@ async def model_info(model: ModelDep) -> ModelOut:
         data_source=meta.get("data_source"),
         data_fingerprint=meta.get("data_fingerprint", {}),
         fold_in_cache_size=len(model.fold_cache),
+        recommendations_table=None
+        if (table := model.precomputed) is None
+        else PrecomputedOut(
+            path=str(table.path),
+            created_at=table.created_at,
+            users=table.users,
+            k=table.k,
+            rated_excluded=table.rated_excluded,
+        ),
     )
 
 

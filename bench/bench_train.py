@@ -34,6 +34,9 @@ from bench.common import REPO_ROOT, machine, markdown_table, peak_rss_mib, share
 
 PEERS_PYTHON = REPO_ROOT / "bench" / ".venv-peers" / "bin" / "python"
 SEED = 0
+#: fewer, larger steps: for data of ML-1M's size, most of the accuracy in a third of the time
+FAST = TrainConfig(batch_size=2048, lr=1e-2, epochs=6)
+FAST_FLAGS = "--batch-size 2048 --lr 0.01 --epochs 6"
 
 
 def load(name: str, work: Path) -> tuple[str, TrainingSet]:
@@ -124,9 +127,11 @@ def ml1m_part1_holdout(work: Path, config: TrainConfig) -> str:
     data = TrainingSet.from_frame(read_ratings_set(archive).ratings)
     mask = holdout_mask(len(data), 0.1, SEED)
     (report,) = ours(data, [mask], config, ranking=True)
+    (fast,) = ours(data, [mask], FAST, ranking=False)
     peers = run_peers(data, [mask], ["SVD", "BaselineOnly"], work)
     rows = [
-        ["dotrec", f"{report.rmse:.4f}", f"{report.mae:.4f}", f"{report.train_seconds:.2f}"],
+        ["dotrec (defaults)", f"{report.rmse:.4f}", f"{report.mae:.4f}", f"{report.train_seconds:.2f}"],
+        [f"dotrec ({FAST_FLAGS})", f"{fast.rmse:.4f}", f"{fast.mae:.4f}", f"{fast.train_seconds:.2f}"],
         ["bias only (dotrec's baseline)", f"{report.bias_only_rmse:.4f}", f"{report.bias_only_mae:.4f}", ""],
         ["global mean", f"{report.global_mean_rmse:.4f}", "", ""],
     ]

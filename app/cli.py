@@ -152,11 +152,11 @@ def train(
     data: Annotated[
         str | None, typer.Option(help="train from this path or GroupLens name instead of the database")
     ] = None,
-    dim: Annotated[int | None, typer.Option(help="embedding width k")] = None,
-    epochs: int | None = None,
+    dim: Annotated[int | None, typer.Option(help="embedding width k", min=1)] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
     lr: float | None = None,
     wd: Annotated[float | None, typer.Option(help="per-rating L2 on the embedding rows")] = None,
-    batch_size: int | None = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     seed: int | None = None,
     val_split: SplitOption = "random",
     mode: Annotated[
@@ -193,10 +193,13 @@ def train(
     if trained is None:
         return
     metrics = trained.metrics
-    console.print(
-        f"validation RMSE {metrics['rmse']:.4f} (bias only {metrics['bias_only_rmse']:.4f}, "
-        f"global mean {metrics['global_mean_rmse']:.4f}); saved {trained.path}"
-    )
+    if metrics["rmse"] is None:
+        console.print(f"[yellow]no ratings could be held out for validation; saved {trained.path}")
+    else:
+        console.print(
+            f"validation RMSE {metrics['rmse']:.4f} (bias only {metrics['bias_only_rmse']:.4f}, "
+            f"global mean {metrics['global_mean_rmse']:.4f}); saved {trained.path}"
+        )
     if plot:
         _write_plots(trained, training_set, titles)
 
@@ -267,7 +270,11 @@ def _training_data(source: str | None) -> tuple[TrainingSet, dict[int, str], str
         ratings_set, note = resolve_source(source, settings.cache_dir)
         console.print(note)
         titles = dict(zip(ratings_set.movies["movie_id"], ratings_set.movies["title"], strict=True))
-        return TrainingSet.from_frame(ratings_set.ratings), titles, ratings_set.name
+        try:
+            return TrainingSet.from_frame(ratings_set.ratings), titles, ratings_set.name
+        except ValueError as error:
+            console.print(f"[red]{source}: {error}")
+            raise typer.Exit(1) from error
     from sqlalchemy.orm import Session
 
     from app.data.array_cache import cached_training_set
@@ -334,14 +341,18 @@ def _write_plots(trained: TrainedVersion, training_set: TrainingSet, titles: dic
 @app.command()
 def evaluate(
     data: Annotated[str | None, typer.Option(help="a path or GroupLens name; default: the database")] = None,
-    folds: Annotated[int | None, typer.Option(help="k-fold cross-validation instead of one split")] = None,
+    folds: Annotated[
+        int | None, typer.Option(help="k-fold cross-validation instead of one split", min=2)
+    ] = None,
     split: Annotated[str, typer.Option(help="random or time (each user's newest ratings)")] = "random",
-    holdout: Annotated[float, typer.Option(help="share of ratings held out as the test set")] = 0.1,
-    dim: int | None = None,
-    epochs: int | None = None,
+    holdout: Annotated[
+        float, typer.Option(help="share of ratings held out as the test set", min=0.01, max=0.9)
+    ] = 0.1,
+    dim: Annotated[int | None, typer.Option(min=1)] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
     lr: float | None = None,
     wd: float | None = None,
-    batch_size: int | None = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     seed: int | None = None,
     ranking: Annotated[bool, typer.Option(help="also score top-10 lists (P@10, R@10, NDCG@10)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the reports as JSON")] = False,

@@ -135,7 +135,8 @@ def _load(folder: Path, key: str, fingerprint: dict[str, int]) -> TrainingSet | 
         log.warning("export cache at %s unusable (%s): exporting again", folder, error)
         return None
     lengths = {len(arrays[name]) for name in PER_RATING}
-    if lengths != {fingerprint["rows"]} or any(arrays[n].dtype != d for n, d in ARRAYS.items()):
+    # the export's own row count: a rating written between the fingerprint and the export is in it
+    if lengths != {meta["fingerprint"]["rows"]} or any(arrays[n].dtype != d for n, d in ARRAYS.items()):
         log.warning("export cache at %s does not match its metadata: exporting again", folder)
         return None
     return TrainingSet(**arrays, fingerprint=meta["fingerprint"])

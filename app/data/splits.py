@@ -47,6 +47,32 @@ def split(data: TrainingSet, kind: SplitKind, holdout: float, seed: int) -> tupl
     return split_random(data, holdout, seed)
 
 
+def carve_validation(
+    data: TrainingSet, kind: SplitKind, share: float, seed: int
+) -> tuple[TrainingSet, TrainingSet]:
+    """(train, validation) for early stopping, where every validation rating's user and movie
+    also has training ratings: a row learnt from no rating would be saved untrained and then
+    served as if the model knew it. Such ratings go back to the training part."""
+    train, validation = split(data, kind, share, seed)
+    seen_users = np.bincount(train.user_rows, minlength=data.n_users) > 0
+    seen_movies = np.bincount(train.movie_rows, minlength=data.n_movies) > 0
+    unseen = ~(seen_users[validation.user_rows] & seen_movies[validation.movie_rows])
+    if not unseen.any():
+        return train, validation
+    merged = np.concatenate([train.timestamps, validation.timestamps[unseen]])
+    back = validation.subset(unseen)
+    train = TrainingSet(
+        user_rows=np.concatenate([train.user_rows, back.user_rows]),
+        movie_rows=np.concatenate([train.movie_rows, back.movie_rows]),
+        ratings=np.concatenate([train.ratings, back.ratings]),
+        timestamps=merged,
+        user_ids=data.user_ids,
+        movie_ids=data.movie_ids,
+        fingerprint=data.fingerprint,
+    )
+    return train, validation.subset(~unseen)
+
+
 def k_fold_masks(n: int, k: int, seed: int) -> Iterator[np.ndarray]:
     """bool (n,) test masks of k seeded random folds; every row is in exactly one."""
     for fold in np.array_split(np.random.default_rng(seed).permutation(n), k):

@@ -40,9 +40,15 @@ class TrainingSet:
         timestamps: np.ndarray | None = None,
         fingerprint: dict | None = None,
     ) -> TrainingSet:
-        """Code external ids (any integer dtype, shape (n,)) into dense rows, ids sorted ascending."""
+        """Code external ids (any integer dtype, shape (n,)) into dense rows, ids sorted ascending.
+
+        Ids must be positive (the catalog's and clients' convention): ValueError otherwise.
+        """
         user_ids, user_rows = np.unique(np.asarray(users, dtype=np.int64), return_inverse=True)
         movie_ids, movie_rows = np.unique(np.asarray(movies, dtype=np.int64), return_inverse=True)
+        for kind, ids in (("user", user_ids), ("movie", movie_ids)):
+            if len(ids) and ids[0] <= 0:
+                raise ValueError(f"{kind} ids must be positive integers; found {ids[0]}")
         ratings = np.ascontiguousarray(ratings, dtype=np.float32)
         if timestamps is None:
             timestamps = np.zeros(len(ratings), dtype=np.int64)

@@ -12,7 +12,7 @@ import torch
 
 from app import __version__
 from app.config import Settings
-from app.data.splits import SplitKind, k_folds, split, split_random
+from app.data.splits import SplitKind, carve_validation, k_folds, split
 from app.data.training_set import TrainingSet
 from app.ml import evaluate
 from app.ml.artifact import new_version_name, save_artifact
@@ -47,7 +47,7 @@ def train_and_save(
     In a distributed run every rank calls this; rank 0 alone saves and returns the version.
     """
     placement = placement or current_placement()
-    train, validation = split(data, val_split, config.validation_share, config.seed)
+    train, validation = carve_validation(data, val_split, config.validation_share, config.seed)
     result = fit(train, config, y_range_for(settings), validation, on_epoch, placement)
     if not placement.is_main:
         return None
@@ -96,11 +96,20 @@ def train_and_save(
 
 @torch.no_grad()
 def predict_rows(model: DotProductBias, data: TrainingSet) -> np.ndarray:
-    return model(torch.from_numpy(data.user_rows), torch.from_numpy(data.movie_rows)).numpy()
+    device = model.user_emb.weight.device
+    users, movies = (torch.from_numpy(rows).to(device) for rows in (data.user_rows, data.movie_rows))
+    return model(users, movies).cpu().numpy()
 
 
 def validation_metrics(model: DotProductBias, train: TrainingSet, held_out: TrainingSet) -> dict:
-    """RMSE and MAE on `held_out` of the model and of the two baselines fitted on `train`."""
+    """RMSE and MAE on `held_out` of the model and of the two baselines fitted on `train`.
+
+    These are validation figures: the same ratings chose the best epoch (`dotrec evaluate`
+    reports test figures). None where nothing was held out.
+    """
+    if len(held_out) == 0:
+        names = ("rmse", "mae", "bias_only_rmse", "global_mean_rmse")
+        return {"n_train": len(train), "n_held_out": 0} | dict.fromkeys(names)
     baseline = evaluate.BiasBaseline.fit(train)
     actual = held_out.ratings
     predicted = predict_rows(model, held_out)
@@ -161,7 +170,7 @@ def evaluate_folds(
 def evaluate_fold(
     index: int, train: TrainingSet, test: TrainingSet, settings: Settings, config: TrainConfig, ranking: bool
 ) -> FoldReport:
-    fit_part, validation = split_random(train, config.validation_share, config.seed + index)
+    fit_part, validation = carve_validation(train, "random", config.validation_share, config.seed + index)
     started = time.perf_counter()
     result = fit(fit_part, config, y_range_for(settings), validation)
     seconds = time.perf_counter() - started
@@ -170,7 +179,7 @@ def evaluate_fold(
     bias_only = baseline.predict(test.user_rows, test.movie_rows)
     model_rank = popular_rank = evaluate.RankingScores(float("nan"), float("nan"), float("nan"), 0)
     if ranking:
-        scorer = model_scorer(result.model, evaluate.movie_popularity(train), settings.popularity_weight)
+        scorer = model_scorer(result.model, settings, evaluate.movie_popularity(train))
         model_rank = evaluate.ranking_scores(scorer, train, test)
         popular_rank = evaluate.ranking_scores(evaluate.popularity_scorer(train), train, test)
     return FoldReport(
@@ -193,16 +202,16 @@ def evaluate_fold(
     )
 
 
-def model_scorer(
-    model: DotProductBias, popularity: np.ndarray, popularity_weight: float
-) -> evaluate.UserScorer:
-    """Ranks movies as the service does: predicted rating + popularity_weight * log(1 + ratings)."""
+def model_scorer(model: DotProductBias, settings: Settings, popularity: np.ndarray) -> evaluate.UserScorer:
+    """Ranks movies as the service does: the predicted rating, clipped to the scale, plus
+    popularity_weight * log(1 + ratings)."""
     all_movies = torch.arange(model.movie_emb.num_embeddings)
+    boost = settings.popularity_weight * popularity
 
     @torch.no_grad()
     def score(user_rows: np.ndarray) -> np.ndarray:
         predicted = model.forward_matrix(torch.from_numpy(user_rows), all_movies).numpy()
-        return predicted + popularity_weight * popularity
+        return np.clip(predicted, settings.rating_min, settings.rating_max) + boost
 
     return score
 

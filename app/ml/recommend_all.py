@@ -128,12 +128,13 @@ class _Scorer:
     def ranking_scores(self, start: int, stop: int) -> np.ndarray:
         """`predictor.ranking_scores(predictor.matrix(rows, every movie))` for rows start:stop,
         float32 (stop - start, n_movies), in one buffer: the product by BLAS, then the biases,
-        sigmoid, scale and popularity prior in place by torch (all cores, no temporaries)."""
+        sigmoid, scale, clip and popularity prior in place by torch (all cores, no temporaries)."""
         predictor = self.predictor
         scores = np.asarray(predictor.user_emb[start:stop]) @ self.movie_emb_t
         tensor = torch.from_numpy(scores)
         tensor.add_(_tensor(predictor.user_bias[start:stop])[:, None]).add_(self.movie_bias)
         tensor.sigmoid_().mul_(predictor.y_hi - predictor.y_lo).add_(predictor.y_lo)
+        tensor.clamp_(predictor.rating_min, predictor.rating_max)
         tensor.add_(self.popularity_boost)
         return scores
 

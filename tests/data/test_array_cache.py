@@ -204,3 +204,19 @@ def test_a_model_trains_from_the_cached_set(engine: Engine, tmp_path: Path) -> N
     settings = Settings(_env_file=None, models_dir=tmp_path / "models")
     trained = train_and_save(cached, settings, TrainConfig(n_factors=4, epochs=1))
     assert trained.path.exists()
+
+
+def test_a_rating_written_during_the_export_is_cached_not_refused(
+    engine: Engine, tmp_path: Path, monkeypatch
+) -> None:
+    store(engine, some_rows())
+    real = array_cache.export_training_set
+
+    def write_then_export(target: Engine) -> TrainingSet:
+        store(target, [(999, 1, 4.5, 5_000)])  # lands after the fingerprint was read
+        return real(target)
+
+    monkeypatch.setattr(array_cache, "export_training_set", write_then_export)
+    cached = cached_training_set(engine, tmp_path / "cache")
+    assert 999 in cached.user_ids
+    assert len(cached) == len(some_rows()) + 1

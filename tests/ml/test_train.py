@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 import torch
 
-from app.data.splits import k_folds, split_by_time, split_random
+from app.data.splits import carve_validation, k_fold_masks, split_by_time, split_random
+from app.data.training_set import TrainingSet
 from app.ml.evaluate import BiasBaseline, rmse
 from app.ml.train import TrainConfig, fit
 from app.ml.train import rmse as model_rmse
@@ -58,7 +60,24 @@ def test_time_split_holds_out_each_users_newest_ratings(planted) -> None:
 
 
 def test_k_folds_test_every_rating_once(planted) -> None:
-    data = planted.data
-    seen = np.concatenate([test.ratings for _, test in k_folds(data, 5, seed=0)])
-    assert len(seen) == len(data)
-    assert np.allclose(np.sort(seen), np.sort(data.ratings))
+    masks = np.stack(list(k_fold_masks(len(planted.data), 5, seed=0)))
+    assert (masks.sum(axis=0) == 1).all()
+    assert abs(masks.sum(axis=1) - len(planted.data) / 5).max() <= 1
+
+
+@pytest.mark.parametrize("kind", ["random", "time"])
+def test_validation_never_holds_a_users_or_movies_only_ratings(kind) -> None:
+    rng = np.random.default_rng(0)
+    users = np.concatenate([rng.integers(1, 30, 600), np.arange(100, 140)])  # 40 one-rating users
+    movies = np.concatenate([rng.integers(1, 50, 600), rng.integers(1, 50, 40)])
+    data = TrainingSet.from_arrays(users, movies, rng.integers(1, 6, 640).astype(np.float32), np.arange(640))
+    train, validation = carve_validation(data, kind, 0.3, seed=1)
+    assert len(train) + len(validation) == len(data) and len(validation) > 0
+    assert set(validation.user_rows) <= set(train.user_rows)
+    assert set(validation.movie_rows) <= set(train.movie_rows)
+    assert set(np.unique(train.user_rows)) == set(range(data.n_users))
+
+
+def test_ids_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="user ids must be positive"):
+        TrainingSet.from_arrays(np.array([0, 1]), np.array([1, 2]), np.array([3.0, 4.0]))

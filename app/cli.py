@@ -152,6 +152,7 @@ def train(
     data: Annotated[
         str | None, typer.Option(help="train from this path or GroupLens name instead of the database")
     ] = None,
+    from_db: Annotated[bool, typer.Option(help="train from the database (the default without --data)")] = False,
     dim: Annotated[int | None, typer.Option(help="embedding width k", min=1)] = None,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
     lr: float | None = None,
@@ -177,6 +178,8 @@ def train(
     placement = join_from_environment(device)
     settings = get_settings()
     config = _train_config(dim, epochs, lr, wd, batch_size, seed, mode, sparse)
+    if from_db and data is not None:
+        raise typer.BadParameter("--data and --from-db name two sources: give one")
     training_set, titles, source = _training_data(data)
     if placement.is_main:
         console.print(

@@ -152,7 +152,7 @@ def train(
     data: Annotated[
         str | None, typer.Option(help="train from this path or GroupLens name instead of the database")
     ] = None,
-    from_db: Annotated[bool, typer.Option(help="train from the database (the default without --data)")] = False,
+    from_db: Annotated[bool, typer.Option(help="train from the database (default without --data)")] = False,
     dim: Annotated[int | None, typer.Option(help="embedding width k", min=1)] = None,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
     lr: float | None = None,

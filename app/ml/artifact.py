@@ -78,6 +78,7 @@ def save_artifact(models_dir: Path, weights: dict[str, np.ndarray], meta: dict) 
     models_dir.mkdir(parents=True, exist_ok=True)
     meta = {"format_version": FORMAT_VERSION, "created_at": datetime.now(UTC).isoformat(), **meta}
     staging = Path(tempfile.mkdtemp(prefix=".incomplete-", dir=models_dir))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the version from a server run as another user
     try:
         save_file(
             {name: np.ascontiguousarray(w, np.float32) for name, w in weights.items()}, staging / WEIGHTS_FILE

@@ -80,6 +80,7 @@ def ranking_scores(
         k: list length.
         chunk_users: users scored at once, bounding memory to chunk_users x n_movies floats.
     """
+    k = min(k, train.n_movies)
     relevant = test.subset(test.ratings >= RELEVANT_FROM)
     users = np.unique(relevant.user_rows)
     relevant_keys = _pair_keys(relevant.user_rows, relevant.movie_rows, train.n_movies)

@@ -35,6 +35,7 @@ from app.db.export import export_training_set
 from app.db.importer import PG_COPY_HEADER, PG_COPY_TRAILER, import_ratings_set, pg_binary_rows
 from app.db.schema import upgrade
 from app.db.session import make_engine
+from bench.common import shared_archive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "import.md"
@@ -173,13 +174,6 @@ def raw_copy_seconds(url: str, data: RatingsSet) -> float:
 def libpq(url: str) -> str:
     """A SQLAlchemy URL as libpq takes it."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def shared_archive(name: str) -> Path | None:
-    """`name`.tar.gz in `DOTREC_SHARED_DATA`, else in `../shared/data` beside the checkout."""
-    folder = Path(os.environ.get("DOTREC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-    path = folder / f"{name}.tar.gz"
-    return path if path.is_file() else None
 
 
 def markdown(timings: list[Timing], repeat: int) -> str:

@@ -345,7 +345,8 @@ def numpy_recommend_all(predictor: object, rated: object, k: int, out: Path, chu
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from app.ml.recommend_all import SCHEMA, _rated_by_user
+    from app.ml.recommend_all import _rated_by_user
+    from app.ml.recommendations_table import SCHEMA
 
     offsets, (rated_users, rated_movies) = _rated_by_user(predictor, rated)
     movies = np.arange(predictor.n_movies)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -26,7 +26,7 @@ def shared_data_dir() -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
-def shared_archive(name: str) -> Path | None:
+def find_shared_archive(name: str) -> Path | None:
     """The real archive `name` (e.g. "ml-100k") from the shared data folder, or None."""
     folder = shared_data_dir()
     if folder is None:
@@ -36,8 +36,14 @@ def shared_archive(name: str) -> Path | None:
 
 
 @pytest.fixture(scope="session")
+def shared_archive() -> Callable[[str], Path | None]:
+    """`find_shared_archive`, for tests that look for a real archive by name."""
+    return find_shared_archive
+
+
+@pytest.fixture(scope="session")
 def ml100k_archive() -> Path | None:
-    return shared_archive("ml-100k")
+    return find_shared_archive("ml-100k")
 
 
 # --- databases ------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import numpy as np
 from app.db.repository import MovieRow
 from app.ml.artifact import ArtifactError, current_version_dir, load_artifact
 from app.ml.predictor import FoldedUser, Predictor
+from app.ml.recommendations_table import load_recommendations
 
 log = logging.getLogger("dotrec.api")
 
@@ -390,8 +391,6 @@ def _parse_time(value: object) -> datetime | None:
 def load_precomputed(path: Path, model: ServingModel) -> PrecomputedTable:
     """Read the recommend-all file `path` for `model`; ValueError (saying why) when it cannot
     serve it: unreadable, made from another model version, or made before the model."""
-    from app.ml.recommend_all import load_recommendations  # imports torch: only when configured
-
     try:
         signature = _file_signature(path)
         table = load_recommendations(path)

@@ -19,12 +19,8 @@ from app.db.session import make_engine
 from app.ml.artifact import ArtifactError, load_artifact
 from app.ml.jobs import train_and_save
 from app.ml.predictor import Predictor
-from app.ml.recommend_all import (
-    SCHEMA,
-    load_recommendations,
-    recommend_all,
-    run_recommend_all,
-)
+from app.ml.recommend_all import recommend_all, run_recommend_all
+from app.ml.recommendations_table import SCHEMA, load_recommendations
 from app.ml.train import TrainConfig
 
 K = 10

@@ -177,13 +177,13 @@ class FoldCache:
 
 
 class CandidateCache:
-    """Per model user, their CANDIDATES best movie rows by ranking score, best first, and
-    the predicted ratings of those movies.
+    """Per model user, their best movie rows by ranking score, best first (CANDIDATES of them,
+    more for users whose filters need more), and the predicted ratings of those movies.
 
     A model user's ranking depends on the model alone (their ratings in the database only
     decide what is left out), so the list holds until the model changes; each request filters
-    it (rated, genre, catalog) and takes the first k, falling back to ranking every movie when
-    the filters leave fewer than k.
+    it (rated, genre, catalog) and takes the first k. When that leaves fewer than k, a longer
+    list is ranked and replaces the entry (strategies._from_candidates).
     """
 
     def __init__(self, capacity: int = CANDIDATE_CACHE_SIZE) -> None:

@@ -157,7 +157,7 @@ def recommend(
     Personal lists rank by Predictor.ranking_scores (the predicted rating plus the model's
     popularity prior) and report the predicted rating; a cold user's list is the popular
     movies by damped mean rating, reporting their baseline. Model users' lists come from their
-    cached candidates when those suffice (see CandidateCache).
+    cached candidates (see CandidateCache); folded-in users' rank every movie.
     """
     predictor = model.predictor
     view = model.view()
@@ -171,8 +171,8 @@ def recommend(
         order = model.popular_order
         rows = (order if blocked is None else order[~blocked[order]])[:k]
         values = model.popular_ratings[rows]
-    elif user.kind == MODEL and (found := _from_candidates(model, user, vector, bias, k, blocked)):
-        rows, values = found
+    elif user.kind == MODEL:
+        rows, values = _from_candidates(model, user, vector, bias, k, blocked)
     else:
         ratings = _ratings(predictor, vector, bias)
         ranking = predictor.ranking_scores(ratings)
@@ -208,22 +208,44 @@ def _from_candidates(
     bias: np.float32,
     k: int,
     blocked: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray] | None:
+) -> tuple[np.ndarray, np.ndarray]:
     """(rows, ratings) of the first k unblocked of the user's cached candidates (computed on a
-    miss); None when fewer than k are left and the candidates are not every movie."""
+    miss). When the list is shorter than k or the filters leave fewer than k, a list longer by
+    the number of blocked movies replaces the cached one, so a user who has rated much is
+    ranked in full once, not at every request; fewer than k come back only when fewer are left
+    in the whole catalog."""
     entry = model.candidates.get(user.row)
     if entry is None:
-        ratings = _ratings(model.predictor, vector, bias)
-        rows = _top(model.predictor.ranking_scores(ratings), model.n_candidates)
-        entry = (rows.astype(model.candidate_dtype), ratings[rows])
-        model.candidates.put(user.row, *entry)
-    rows, ratings = entry
-    if blocked is not None:
-        keep = ~blocked[rows]
-        rows, ratings = rows[keep], ratings[keep]
-    if len(rows) < k and len(entry[0]) < model.predictor.n_movies:
-        return None
+        entry = _candidates(model, user, vector, bias, model.n_candidates)
+    rows, ratings = _unblocked(entry, blocked)
+    n_movies = model.predictor.n_movies
+    if len(rows) < k and len(entry[0]) < n_movies:
+        hidden = 0 if blocked is None else int(blocked.sum())
+        entry = _candidates(model, user, vector, bias, min(n_movies, max(k, len(entry[0])) + hidden))
+        rows, ratings = _unblocked(entry, blocked)
     return rows[:k], ratings[:k]
+
+
+def _candidates(
+    model: ServingModel, user: UserState, vector: np.ndarray, bias: np.float32, length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The `length` best movie rows of a model user by ranking score and their predicted
+    ratings, put into the model's candidate cache."""
+    ratings = _ratings(model.predictor, vector, bias)
+    rows = _top(model.predictor.ranking_scores(ratings), length)
+    entry = (rows.astype(model.candidate_dtype), ratings[rows])
+    model.candidates.put(user.row, *entry)
+    return entry
+
+
+def _unblocked(
+    entry: tuple[np.ndarray, np.ndarray], blocked: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    rows, ratings = entry
+    if blocked is None:
+        return rows, ratings
+    keep = ~blocked[rows]
+    return rows[keep], ratings[keep]
 
 
 TOP_BLOCK = 32

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import numpy as np
@@ -39,11 +41,15 @@ def test_known_user_gets_best_first_unrated_movies(client: TestClient, data: Dat
         single = client.get(f"/predict/1/{item['movie_id']}").json()["rating"]
         assert item["predicted_rating"] == pytest.approx(single, abs=2e-5)
 
-    # the same lists when the cached candidates run short and every movie is ranked instead
+    # the same lists when the cached candidates run short: a longer list replaces them, once
     model.n_candidates = 3
     model.candidates = CandidateCache()
     assert client.get("/recommendations/1", params={"k": 5}).json() == body
     assert len(model.candidates) == 1
+    longer = model.candidates.get(row)
+    assert len(longer[0]) >= 5 + len(rated)
+    assert client.get("/recommendations/1", params={"k": 5}).json() == body
+    assert model.candidates.get(row) is longer
 
     with_rated = client.get("/recommendations/1", params={"k": 100, "exclude_rated": "false"}).json()
     assert len(with_rated["items"]) == predictor.n_movies
@@ -184,3 +190,30 @@ def test_a_failed_inline_read_is_retried_in_the_thread_pool(
             connection.close()
     assert client.get(f"/predict/{NEW_USER}/1").json()["strategy"] == "baseline"
     assert reads._cursor is not None
+
+
+def test_rated_movies_are_reread_after_any_commit(client: TestClient, data: Data, database_url: str) -> None:
+    """SQLite keeps each user's rated movies while `PRAGMA data_version` stands still; a rating
+    committed by another process must still be left out of the very next list."""
+    reads = client.app.state.dotrec.reads
+    first = client.get("/recommendations/3", params={"k": 5}).json()["items"]
+    unrated = next(m for m in (item["movie_id"] for item in first) if m not in data.rated_by(3))
+    if reads.inline:
+        assert len(reads.rated_cache) == 1
+        cached = reads.rated_cache.get(3, reads._cursor.execute("PRAGMA data_version").fetchone()[0])
+        assert cached is not None and set(cached.tolist()) == set(data.rated_by(3))
+        assert client.get("/recommendations/3", params={"k": 5}).json()["items"] == first
+    else:
+        assert len(reads.rated_cache) == 0  # PostgreSQL reads every time
+
+    insert = (
+        "import sqlalchemy as sa, sys; e = sa.create_engine(sys.argv[1]);"
+        "c = e.connect(); c.exec_driver_sql("
+        f"'INSERT INTO ratings (user_id, movie_id, rating, rated_at) VALUES (3, {unrated}, 4.5, "
+        "1700000000)'); c.commit()"
+    )
+    url = database_url.replace("postgresql://", "postgresql+psycopg://")
+    done = subprocess.run([sys.executable, "-c", insert, url], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    after = client.get("/recommendations/3", params={"k": 5}).json()["items"]
+    assert unrated not in {item["movie_id"] for item in after}

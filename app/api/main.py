@@ -53,7 +53,7 @@ TAGS = [
 
 def start(settings: Settings, metrics: Metrics) -> AppState:
     """Everything the lifespan sets up; raises SchemaOutOfDate to refuse to start."""
-    engine = make_engine(settings.database_url, settings)
+    engine = make_engine(settings.database_url, settings, serving=True)
     schema_problem: str | None = None
     try:
         check_schema_current(engine)

@@ -304,9 +304,20 @@ def _dense_table(ids: np.ndarray, slack: int = 8, floor: int = 1 << 20) -> np.nd
 
 
 def check_predictor(predictor: Predictor) -> None:
-    """Refuse a model that loads but cannot serve: no movies, or non-finite / off-range outputs."""
+    """Refuse a model that loads but cannot serve: no movies, scores that can overflow float32,
+    or non-finite / off-range outputs."""
     if predictor.n_movies == 0:
         raise ModelRefused(f"{predictor.version}: the model has no movies")
+    # An overflowing score is inf, which the sigmoid turns into a finite rating at an end of the
+    # scale, so sampled outputs can look fine: bound every score instead, |u . m| <= F max|u| max|m|
+    # (max|m| for both: similar movies multiply movie embeddings with each other).
+    largest = max(_largest(predictor.user_emb), _largest(predictor.movie_emb))
+    biases = _largest(predictor.user_bias) + _largest(predictor.movie_bias)
+    if not predictor.movie_emb.shape[1] * largest**2 + biases < FLOAT32_MAX:
+        raise ModelRefused(
+            f"{predictor.version}: scores can overflow float32 (embeddings up to {largest:.3g}, "
+            f"biases up to {biases:.3g} together)"
+        )
     sample_movies = np.arange(min(predictor.n_movies, 64))
     checks = {"popular scores": predictor.popular_scores(), "baseline": predictor.baseline(sample_movies)}
     if predictor.n_users:
@@ -319,6 +330,14 @@ def check_predictor(predictor: Predictor) -> None:
         values = checks["matrix"]
         if values.min() < predictor.y_lo - 1e-3 or values.max() > predictor.y_hi + 1e-3:
             raise ModelRefused(f"{predictor.version}: predictions fall outside y_range")
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _largest(values: np.ndarray) -> float:
+    """The largest magnitude in `values` (0 when empty), without a temporary array."""
+    return float(max(values.max(initial=0), -values.min(initial=0)))
 
 
 # --- precomputed recommendations ----------------------------------------------------------------------

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import time
 from pathlib import Path
 
+import psycopg
+from psycopg.abc import RV, PQGen
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,7 +28,7 @@ def normalize_url(database_url: str) -> URL:
     return url
 
 
-def make_engine(database_url: str, settings: Settings | None = None) -> Engine:
+def make_engine(database_url: str, settings: Settings | None = None, serving: bool = False) -> Engine:
     """An engine for `database_url`: SQLite files (created with their folder) or PostgreSQL.
 
     SQLite connections run in WAL mode with foreign keys on, `synchronous=NORMAL` and a busy
@@ -35,14 +38,17 @@ def make_engine(database_url: str, settings: Settings | None = None) -> Engine:
     "IMMEDIATE" (take the write lock at once: for transactions that read, then write) or
     "EXCLUSIVE".
     PostgreSQL connections get a pool of `db_pool_size` (as many again in overflow), pre-ping,
-    and `db_timeout_s` as both connect timeout and statement timeout.
+    and `db_timeout_s` as both connect timeout and statement timeout. `serving` (the API's
+    engine, whose requests wait on it) also bounds every wait for a PostgreSQL answer by
+    `db_timeout_s` on the client side (AnswerTimeoutConnection); bulk imports and exports,
+    which lift the statement timeout, use engines without it.
     """
     settings = settings or get_settings()
     url = normalize_url(database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, settings)
     if url.get_backend_name() == "postgresql":
-        return _postgresql_engine(url, settings)
+        return _postgresql_engine(url, settings, serving)
     raise ValueError(f"unsupported database {url.get_backend_name()!r}: use sqlite or postgresql")
 
 
@@ -81,9 +87,9 @@ def _sqlite_engine(url: URL, settings: Settings) -> Engine:
     return engine
 
 
-def _postgresql_engine(url: URL, settings: Settings) -> Engine:
+def _postgresql_engine(url: URL, settings: Settings, serving: bool) -> Engine:
     timeout_ms = int(settings.db_timeout_s * 1000)
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
@@ -95,6 +101,39 @@ def _postgresql_engine(url: URL, settings: Settings) -> Engine:
             "application_name": "dotrec",
         },
     )
+    if serving:
+
+        @event.listens_for(engine, "do_connect")
+        def _connect(_dialect: object, _record: object, cargs: tuple, cparams: dict) -> psycopg.Connection:
+            connection = AnswerTimeoutConnection.connect(*cargs, **cparams)
+            connection.answer_timeout_s = settings.db_timeout_s
+            return connection
+
+    return engine
+
+
+class AnswerTimeoutConnection(psycopg.Connection):
+    """A psycopg connection that waits at most `answer_timeout_s` for each answer of the server.
+
+    The server's statement_timeout ends a slow query, and connect_timeout an unanswered
+    connect, but nothing ends a wait on a server that accepted the connection and then stopped
+    answering (a hung host, a frozen process, a network that drops packets): the request's
+    worker thread would block for ever. Past the limit the connection is closed, which
+    SQLAlchemy takes for a disconnect (the pool drops it), and OperationalError says why.
+    """
+
+    answer_timeout_s: float | None = None
+
+    def wait(self, gen: PQGen[RV], interval: float = 0.1, timeout: float | None = None) -> RV:
+        limit = self.answer_timeout_s if timeout is None else timeout
+        started = time.monotonic()
+        try:
+            return super().wait(gen, interval, limit)
+        except psycopg.OperationalError as error:
+            if limit is None or time.monotonic() - started < limit:
+                raise
+            self.close()
+            raise psycopg.OperationalError(f"the database did not answer within {limit:g} s") from error
 
 
 def _fold(text: str | None) -> str | None:

@@ -8,6 +8,7 @@ scale, hyper-parameters, metrics, fingerprint, versions), written atomically, wi
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -103,16 +104,22 @@ def point_current_at(models_dir: Path, version: str) -> None:
 
 
 def current_version_dir(models_dir: Path) -> Path | None:
-    """The folder `current` points at, else the newest version folder, else None."""
+    """The folder `current` points at, else the newest version folder, else None.
+
+    A `current` naming a folder that is gone (or a symlink loop) is returned as it is, for
+    load_artifact to refuse: quietly serving some other version would hide the mistake.
+    """
     current = models_dir / CURRENT_LINK
-    if current.exists():
-        return current.resolve()
+    if current.is_symlink() or current.exists():
+        return Path(os.path.realpath(current))  # unlike Path.resolve, never raises on a loop
     versions = sorted(p for p in models_dir.glob("[0-9]*") if p.is_dir()) if models_dir.is_dir() else []
     return versions[-1] if versions else None
 
 
 def load_artifact(path: Path) -> Artifact:
     """Load and validate a version folder; any problem raises ArtifactError naming it."""
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: no such version folder")
     meta = _read_meta(path)
     weights = _read_weights(path)
     user_ids = _id_map(meta, "user_ids")
@@ -128,10 +135,40 @@ def load_artifact(path: Path) -> Artifact:
             )
         if not np.isfinite(weights[name]).all():
             raise ArtifactError(f"{path}: tensor {name!r} holds NaN or infinite values")
-    lo, hi = meta.get("y_range", (None, None))
-    if not (isinstance(lo, int | float) and isinstance(hi, int | float) and lo < hi):
-        raise ArtifactError(f"{path}: meta.json y_range must be [lo, hi] with lo < hi")
+    _check_scale(path, meta)
     return Artifact(path, weights, meta, user_ids, movie_ids)
+
+
+def _is_finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_scale(path: Path, meta: dict) -> None:
+    """y_range, rating_scale and global_mean: finite numbers, ranges with lo < hi.
+
+    An infinite end or an inverted scale still gives finite ratings (the sigmoid and the clip
+    see to that), all of them at one end of the scale: only a check here refuses such a model.
+    """
+    y_range = meta.get("y_range")
+    if not (
+        isinstance(y_range, list)
+        and len(y_range) == 2
+        and all(_is_finite_number(v) for v in y_range)
+        and y_range[0] < y_range[1]
+    ):
+        raise ArtifactError(
+            f"{path}: meta.json y_range must be [lo, hi], finite with lo < hi, not {y_range!r}"
+        )
+    scale = meta.get("rating_scale", {})
+    lo, hi = scale.get("min", y_range[0]), scale.get("max", y_range[1])
+    if not (all(_is_finite_number(v) for v in scale.values()) and lo < hi):
+        raise ArtifactError(
+            f"{path}: meta.json rating_scale must be finite numbers with min < max, not {scale!r}"
+        )
+    if not _is_finite_number(meta["global_mean"]):
+        raise ArtifactError(
+            f"{path}: meta.json global_mean must be a finite number, not {meta['global_mean']!r}"
+        )
 
 
 def _read_meta(path: Path) -> dict:
@@ -150,7 +187,29 @@ def _read_meta(path: Path) -> dict:
     for key in ("version", "n_factors", "global_mean", "user_ids", "movie_ids"):
         if key not in meta:
             raise ArtifactError(f"{path}: {META_FILE} lacks {key!r}")
+    for key, (types, wanted) in _META_TYPES.items():
+        value = meta.get(key)
+        if key in meta and (not isinstance(value, types) or isinstance(value, bool)):
+            raise ArtifactError(f"{path}: {META_FILE} {key} must be {wanted}, not {value!r}")
+    if not meta["version"]:
+        raise ArtifactError(f"{path}: {META_FILE} version must be a non-empty string")
     return meta
+
+
+#: The JSON type of each meta.json value serving reads (besides the id maps and y_range, checked
+#: on their own): a wrong one would fail in the middle of a request, or of a reload.
+_META_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "version": ((str,), "a string"),
+    "created_at": ((str, type(None)), "a string or null"),
+    "n_factors": ((int,), "an integer"),
+    "n_ratings": ((int, type(None)), "an integer or null"),
+    "global_mean": ((int, float), "a number"),
+    "rating_scale": ((dict,), "an object"),
+    "hyper_parameters": ((dict,), "an object"),
+    "metrics": ((dict,), "an object"),
+    "data_fingerprint": ((dict,), "an object"),
+    "data_source": ((str, type(None)), "a string or null"),
+}
 
 
 def _read_weights(path: Path) -> dict[str, np.ndarray]:
@@ -260,8 +319,12 @@ def _tensor_entry(entry: object) -> tuple[tuple[int, ...] | None, int, int]:
 
 
 def _id_map(meta: dict, key: str) -> np.ndarray:
+    # numpy would truncate 1.5 to 1, and parse "1": a wrong id map must not load as a right one
+    values = meta[key]
+    if not isinstance(values, list) or not all(type(v) is int for v in values):
+        raise ArtifactError(f"meta.json {key} must be a list of integers")
     try:
-        ids = np.asarray(meta[key], dtype=np.int64)
+        ids = np.asarray(values, dtype=np.int64)
     except (TypeError, ValueError, OverflowError) as error:
         raise ArtifactError(f"meta.json {key} must be a list of integers ({error})") from error
     if ids.ndim != 1 or (len(ids) > 1 and not (np.diff(ids) > 0).all()) or (ids <= 0).any():

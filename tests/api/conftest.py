@@ -4,13 +4,16 @@ and TestClients running the app's lifespan."""
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from api_support import ClientMaker, Data, api_settings, make_data, seed_database, train_model
 from fastapi.testclient import TestClient
+from live_server import LiveServer
+from pg_server import DedicatedPostgres, postgres_bindir
 from sqlalchemy import Engine
 
 from app.api.main import create_app
@@ -66,3 +69,37 @@ def make_client(seeded: str, models_dir: Path) -> Iterator[ClientMaker]:
 def client(make_client: ClientMaker) -> TestClient:
     """A started client, no API key."""
     return make_client()
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Starts real `dotrec serve` processes (LiveServer's arguments); stops them afterwards,
+    printing their logs (shown when the test fails)."""
+    servers: list[LiveServer] = []
+
+    def start(env: dict[str, str], wait_for: str = "/ready", serve_args: tuple[str, ...] = ()) -> LiveServer:
+        server = LiveServer(env, tmp_path, wait_for, serve_args)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in reversed(servers):
+        server.stop()
+
+
+@pytest.fixture
+def dedicated_postgres() -> Iterator[DedicatedPostgres]:
+    """A started PostgreSQL server of this test's own; skipped without PostgreSQL's server
+    programs (a failure in CI)."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        message = "PostgreSQL's server programs (initdb, pg_ctl) are not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = DedicatedPostgres(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()

@@ -5,34 +5,17 @@ from __future__ import annotations
 
 import io
 import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from api_support import NEW_USER, Data
+from live_server import LiveServer, run_dotrec
 
 pytestmark = pytest.mark.slow
 
-DOTREC = str(Path(sys.executable).with_name("dotrec"))
 KEY = "e2e-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def run(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([DOTREC, *args], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"dotrec {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
 
 
 @pytest.fixture
@@ -46,55 +29,13 @@ def server_env(database_url: str, tmp_path: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def serve(server_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], httpx.Client]]:
-    """Starts `dotrec serve` on a free port (another, should that one be taken meanwhile) and
-    waits for /ready; stops it afterwards, printing its log (shown when the test fails)."""
-    processes: list[tuple[subprocess.Popen, Path]] = []
-
-    def start() -> httpx.Client:
-        for _attempt in range(3):
-            port = free_port()
-            log = tmp_path / f"serve-{port}.log"
-            with log.open("w") as out:
-                process = subprocess.Popen(
-                    [DOTREC, "serve", "--port", str(port), "--log-level", "info"],
-                    env=server_env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            processes.append((process, log))
-            client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-            deadline = time.monotonic() + 60
-            while process.poll() is None:
-                try:
-                    if client.get("/ready").status_code == 200:
-                        return client
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, f"never ready:\n{log.read_text()}"
-                time.sleep(0.1)
-            if "address already in use" not in log.read_text().lower():
-                break
-        raise AssertionError(f"dotrec serve exited:\n{log.read_text()}")
-
-    yield start
-    for process, log in processes:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        print(f"--- {log.name}\n{log.read_text()[-4000:]}")
-
-
 def test_cli_serve_fold_in_retrain_reload(
-    server_env: dict[str, str], serve: Callable[[], httpx.Client], data: Data, tmp_path: Path
+    server_env: dict[str, str], live_server: Callable[..., LiveServer], data: Data, tmp_path: Path
 ) -> None:
-    run(server_env, "db", "upgrade")
-    run(server_env, "import", str(data.write_csv(tmp_path / "csv")), "--quiet")
-    run(server_env, "train", "--quiet", "--epochs", "3", "--dim", "8")
-    client = serve()
+    run_dotrec(server_env, "db", "upgrade")
+    run_dotrec(server_env, "import", str(data.write_csv(tmp_path / "csv")), "--quiet")
+    run_dotrec(server_env, "train", "--quiet", "--epochs", "3", "--dim", "8")
+    client = live_server(server_env).client
     first = client.get("/model").json()["version"]
     key = {"X-API-Key": KEY}
 
@@ -110,7 +51,7 @@ def test_cli_serve_fold_in_retrain_reload(
     assert client.get(f"/predict/{NEW_USER}/3").json()["strategy"] == "fold_in"
 
     # retrain (the database now holds the new user), reload without a restart
-    run(server_env, "train", "--quiet", "--epochs", "3", "--dim", "8", "--seed", "1")
+    run_dotrec(server_env, "train", "--quiet", "--epochs", "3", "--dim", "8", "--seed", "1")
     assert client.post("/admin/reload").status_code == 401
     reloaded = client.post("/admin/reload", headers=key).json()
     assert reloaded["reloaded"] is True and reloaded["previous_version"] == first

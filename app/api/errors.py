@@ -77,7 +77,21 @@ async def error_to_response(request: Request, error: Exception) -> JSONResponse:
 
 
 async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
+    cause = error.__cause__
+    if error.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+        # FastAPI answers a body json.loads cannot decode with a bare 400 "error parsing the
+        # body"; it is malformed JSON like any other, so the same 422 naming where and why.
+        return error_response(422, [_not_unicode(cause)])
     return error_response(error.status_code, error.detail, getattr(error, "headers", None))
+
+
+def _not_unicode(error: UnicodeDecodeError) -> dict:
+    reason = f"not {error.encoding.upper()}: {error.reason}"
+    return {
+        "loc": ["body", error.start],
+        "msg": f"the body is not valid JSON ({reason}) at byte {error.start}",
+        "type": "json_invalid",
+    }
 
 
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

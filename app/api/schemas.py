@@ -438,11 +438,32 @@ class ReloadOut(BaseModel):
     )
 
 
+class FieldError(BaseModel):
+    """One invalid input of a 422: where it is, what is wrong, and the rule's name."""
+
+    loc: list[str | int] = Field(description='Where: "body", "path" or "query", then names and positions.')
+    msg: str = Field(description="What is wrong, naming the rule.")
+    type: str = Field(description='The rule, e.g. "missing", "extra_forbidden", "rating_off_scale".')
+    input: Any = Field(default=None, description="The value sent, when it is short (else left out).")
+
+
 class ErrorOut(BaseModel):
     """Every error: `detail` says what is wrong (a string, or a list of field errors for 422)."""
 
-    detail: Any
+    detail: str | list[FieldError]
 
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"detail": "movie 999999 is not in the catalog"}]}
     )
+
+
+class BatchErrorOut(ErrorOut):
+    """A refused batch: nothing was stored; `errors` lists every bad row."""
+
+    errors: list[RowError]
+
+
+class NotReadyOut(ErrorOut):
+    """GET /ready's 503: `detail` sums up what is not ready; `checks` has each check's result."""
+
+    checks: dict[str, str]

@@ -22,17 +22,19 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Insert,
     Row,
     String,
     Table,
+    column,
     delete,
     func,
     literal,
     select,
     text,
-    tuple_,
+    values,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
@@ -327,11 +329,16 @@ def _upsert(session: Session, rows: Sequence[RatingRow]) -> list[bool]:
         return [(row.user_id, row.movie_id) not in existing for row in rows]
 
 
-def _upsert_returning_created(session: Session, values: list[dict]) -> list[bool]:
-    """PostgreSQL: upsert and tell new rows by ``xmax = 0`` (no older version was replaced)."""
+def _upsert_returning_created(session: Session, rows: list[dict]) -> list[bool]:
+    """PostgreSQL: upsert and tell new rows by ``xmax = 0`` (no older version was replaced).
+
+    Rows are written in (user, movie) order, so concurrent batches lock shared rows in the
+    same order and cannot deadlock.
+    """
     query = _rating_upsert(session).returning(RATINGS.c.user_id, RATINGS.c.movie_id, text("xmax = 0"))
-    created = {(user, movie): bool(new) for user, movie, new in session.execute(query, values)}
-    return [created[(value["user_id"], value["movie_id"])] for value in values]
+    ordered = sorted(rows, key=lambda row: (row["user_id"], row["movie_id"]))
+    created = {(user, movie): bool(new) for user, movie, new in session.execute(query, ordered)}
+    return [created[(row["user_id"], row["movie_id"])] for row in rows]
 
 
 def _rating_upsert(session: Session) -> Insert:
@@ -344,11 +351,19 @@ def _rating_upsert(session: Session) -> Insert:
 
 
 def _existing_pairs(session: Session, pairs: list[tuple[int, int]]) -> set[tuple[int, int]]:
-    """Those (user, movie) pairs already rated (SQLite: exact, the write lock is held)."""
+    """Those (user, movie) pairs already rated (SQLite: exact, the write lock is held).
+
+    The pairs are joined as a VALUES list, one primary-key lookup each: SQLite answers a
+    `(user_id, movie_id) IN (...)` of more than one pair by scanning the whole table.
+    """
     found: set[tuple[int, int]] = set()
     for chunk in _chunks(pairs):
-        query = select(RATINGS.c.user_id, RATINGS.c.movie_id).where(
-            tuple_(RATINGS.c.user_id, RATINGS.c.movie_id).in_(chunk)
+        wanted = values(column("user_id", BigInteger), column("movie_id", BigInteger), name="wanted")
+        wanted = wanted.data(chunk).cte("wanted")
+        query = select(RATINGS.c.user_id, RATINGS.c.movie_id).join_from(
+            wanted,
+            RATINGS,
+            (RATINGS.c.user_id == wanted.c.user_id) & (RATINGS.c.movie_id == wanted.c.movie_id),
         )
         found.update((user_id, movie_id) for user_id, movie_id in session.execute(query))
     return found

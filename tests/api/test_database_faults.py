@@ -97,7 +97,10 @@ class Traffic:
                 if self._stop.is_set():
                     return
                 sent = time.monotonic()
-                response = client.get(path)
+                try:
+                    response = client.get(path)
+                except httpx.RemoteProtocolError:  # a kept-alive connection closed under us:
+                    response = client.get(path)  # a GET is safe to send again, as clients do
                 detail = response.json().get("detail", "") if response.status_code != 200 else ""
                 with self._lock:
                     self.reads.append((sent, time.monotonic(), response.status_code, str(detail)))

@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException
 from app.api.deps import ApiKey, State
 from app.api.model_store import ModelRefused
 from app.api.routes.common import AUTH
-from app.api.schemas import ReloadOut
+from app.api.schemas import ErrorOut, ReloadOut
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[ApiKey])
 
@@ -19,6 +19,7 @@ router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[ApiKey])
     responses={
         **AUTH,
         409: {
+            "model": ErrorOut,
             "description": "The newest artifact was refused (missing, corrupt or failing its checks); "
             "the model serving before keeps serving.",
             "content": {

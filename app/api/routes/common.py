@@ -10,20 +10,31 @@ from fastapi import HTTPException
 
 from app.api.deps import AppState
 from app.api.model_store import ServingModel
+from app.api.schemas import ErrorOut
 from app.api.strategies import MODEL, UserState, resolve_user
 from app.config import Settings
 from app.db.repository import movies_exist
 
 SHOWN_IDS = 20
 
+
+def error(description: str, **extra: Any) -> dict[str, Any]:
+    """An error response as OpenAPI documents it: `description` and the body every error has."""
+    return {"model": ErrorOut, "description": description, **extra}
+
+
 #: the error responses documented on every route that can give them
-NOT_FOUND = {404: {"description": "A user's rating or a movie that does not exist (named in detail)."}}
-UNAVAILABLE = {503: {"description": "The database is unreachable or no model is loaded (detail says which)."}}
+NOT_FOUND = {404: error("A user's rating or a movie that does not exist (named in detail).")}
+UNAVAILABLE = {503: error("The database is unreachable or no model is loaded (detail says which).")}
 AUTH = {
-    401: {"description": "API_KEY is set and the X-API-Key header is missing."},
-    403: {"description": "API_KEY is set and X-API-Key does not match it."},
+    401: error("API_KEY is set and the X-API-Key header is missing."),
+    403: error("API_KEY is set and X-API-Key does not match it."),
 }
-TOO_LARGE = {413: {"description": "Over a size cap (named in detail)."}}
+JSON_BODY = {
+    413: error("Over a size cap (named in detail): the body over MAX_BODY_BYTES, or a list over its cap."),
+    415: error("The body is not JSON: Content-Type must be application/json."),
+}
+"""What any route reading a JSON body can answer before the body is parsed (RequestLimitsMiddleware)."""
 
 
 def round_ratings(values: np.ndarray) -> list:

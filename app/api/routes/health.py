@@ -8,7 +8,8 @@ from sqlalchemy import text
 
 from app.api.deps import ModelDep, State
 from app.api.errors import UNAVAILABLE, database_problem
-from app.api.schemas import HealthOut, ModelIdsOut, ModelOut, PrecomputedOut, ReadyOut
+from app.api.routes.common import error
+from app.api.schemas import HealthOut, ModelIdsOut, ModelOut, NotReadyOut, PrecomputedOut, ReadyOut
 from app.db.schema import SchemaOutOfDate, check_schema_current
 
 router = APIRouter(tags=["service"])
@@ -26,6 +27,7 @@ async def health() -> HealthOut:
     summary="Ready to serve predictions",
     responses={
         503: {
+            "model": NotReadyOut,
             "description": "Not ready: the database is unreachable, its schema is out of date, "
             "or no model is loaded; `detail` and `checks` say which.",
             "content": {
@@ -80,7 +82,7 @@ def ready(state: State) -> ReadyOut | JSONResponse:
     "/model",
     response_model=ModelOut,
     summary="The serving model",
-    responses={503: {"description": "No model is loaded."}},
+    responses={503: error("No model is loaded.")},
 )
 async def model_info(model: ModelDep) -> ModelOut:
     """Version, creation time, validation metrics, sizes and hyper-parameters of the model, and
@@ -120,7 +122,7 @@ async def model_info(model: ModelDep) -> ModelOut:
     "/model/ids",
     response_model=ModelIdsOut,
     summary="The users and movies of the model",
-    responses={503: {"description": "No model is loaded."}},
+    responses={503: error("No model is loaded.")},
 )
 def model_ids(model: ModelDep) -> ModelIdsOut:
     """The rows and columns of POST /predict/matrix when its lists are omitted, in that order."""
@@ -135,7 +137,14 @@ def model_ids(model: ModelDep) -> ModelIdsOut:
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {"example": "dotrec_http_requests_total{...} 1.0"}}}},
+    responses={
+        200: {
+            "content": {
+                "text/plain": {"schema": {"type": "string"}, "example": "dotrec_http_requests_total{...} 1.0"}
+            },
+            "description": "The Prometheus text exposition format.",
+        }
+    },
 )
 async def metrics(state: State) -> Response:
     """Requests and latencies per route template, the model version, predictions served."""

@@ -8,9 +8,10 @@ from fastapi import APIRouter, HTTPException, Query, Request
 
 from app.api import strategies
 from app.api.deps import ApiKey, K, Limit, ModelDep, MovieIdPath, Offset, SessionDep, State
-from app.api.routes.common import AUTH, NOT_FOUND, UNAVAILABLE, ensure_in_catalog
+from app.api.routes.common import AUTH, JSON_BODY, NOT_FOUND, UNAVAILABLE, ensure_in_catalog, error
 from app.api.schemas import MovieIn, MovieOut, MoviePage, SimilarItem, SimilarOut
 from app.db.repository import MovieExists, MovieRow, create_movie, get_movie, search_movies
+from app.db.session import write_transaction
 
 router = APIRouter(prefix="/movies", tags=["movies"])
 
@@ -30,7 +31,7 @@ def _out(movie: MovieRow, request: Request) -> MovieOut:
     "/{movie_id}",
     response_model=MovieOut,
     summary="One movie",
-    responses={**NOT_FOUND, 422: {"description": "The id is not a positive 64-bit integer."}, **UNAVAILABLE},
+    responses={**NOT_FOUND, 422: error("The id is not a positive 64-bit integer."), **UNAVAILABLE},
 )
 def get_one(movie_id: MovieIdPath, request: Request, session: SessionDep) -> MovieOut:
     """The catalog entry, and whether the serving model has an embedding for it."""
@@ -44,7 +45,7 @@ def get_one(movie_id: MovieIdPath, request: Request, session: SessionDep) -> Mov
     "",
     response_model=MoviePage,
     summary="Search the catalog",
-    responses={422: {"description": "A limit, offset or text out of range."}, **UNAVAILABLE},
+    responses={422: error("A limit, offset or text out of range."), **UNAVAILABLE},
 )
 def search_catalog(
     request: Request,
@@ -80,8 +81,9 @@ def search_catalog(
     summary="Add a movie",
     responses={
         **AUTH,
-        409: {"description": "The catalog already has that id."},
-        422: {"description": "Invalid fields."},
+        409: error("The catalog already has that id."),
+        422: error("Invalid fields."),
+        **JSON_BODY,
         **UNAVAILABLE,
     },
 )
@@ -89,7 +91,7 @@ def add(body: MovieIn, request: Request, state: State, session: SessionDep) -> M
     """Add a catalog entry. It can be rated at once; until a model is trained with it, its
     predictions are the user's baseline (strategy `user_baseline`)."""
     try:
-        with session.begin():
+        with write_transaction(session):
             movie = create_movie(session, body.movie_id, body.title, body.year, body.genres)
     except MovieExists as exists:
         raise HTTPException(409, f"movie {body.movie_id} already exists") from exists
@@ -102,8 +104,8 @@ def add(body: MovieIn, request: Request, state: State, session: SessionDep) -> M
     response_model=SimilarOut,
     summary="Movies like this one",
     responses={
-        404: {"description": "The movie is not in the catalog, or has no embedding in the model yet."},
-        422: {"description": "Invalid id or k."},
+        404: error("The movie is not in the catalog, or has no embedding in the model yet."),
+        422: error("Invalid id or k."),
         **UNAVAILABLE,
     },
 )

@@ -12,11 +12,12 @@ from pydantic_core import to_json
 
 from app.api.deps import AppState, no_model, path_id, path_id_doc, query_bool, query_doc
 from app.api.routes.common import (
+    JSON_BODY,
     NOT_FOUND,
-    TOO_LARGE,
     UNAVAILABLE,
     ensure_all_in_catalog,
     ensure_in_catalog,
+    error,
     round_ratings,
     user_state,
     user_states,
@@ -46,8 +47,8 @@ BAND_CELLS = 1 << 20
     response_model_exclude_none=True,
     summary="Predict one rating",
     responses={
-        404: {"description": "The movie is not in the catalog."},
-        422: {"description": "An id is not a positive 64-bit integer, or explain is not a boolean."},
+        404: error("The movie is not in the catalog."),
+        422: error("An id is not a positive 64-bit integer, or explain is not a boolean."),
         **UNAVAILABLE,
     },
     openapi_extra={
@@ -99,7 +100,7 @@ async def predict(request: Request) -> Response:
     "/pairs",
     response_model=PairsOut,
     summary="Predict many (user, movie) pairs",
-    responses={**NOT_FOUND, **TOO_LARGE, 422: {"description": "Invalid ids."}, **UNAVAILABLE},
+    responses={**NOT_FOUND, **JSON_BODY, 422: error("Invalid ids."), **UNAVAILABLE},
 )
 def pairs(body: PairsIn, request: Request) -> Response:
     """Row-wise dot products for up to MAX_PAIRS (default 100,000) pairs; `ratings[i]` is what
@@ -140,8 +141,12 @@ def pairs(body: PairsIn, request: Request) -> Response:
             "ratings alone (rows and columns as asked; omitted lists: GET /model/ids' order).",
         },
         **NOT_FOUND,
-        413: {"description": "Over the JSON cap (MAX_MATRIX_CELLS, default 1,000,000 cells): ask for .npy."},
-        422: {"description": "Invalid ids."},
+        **JSON_BODY,
+        413: error(
+            "Over the JSON cap (MAX_MATRIX_CELLS, default 1,000,000 cells): ask for .npy; over the "
+            ".npy cap of 500,000,000 cells; or the body over MAX_BODY_BYTES (detail says which)."
+        ),
+        422: error("Invalid ids."),
         **UNAVAILABLE,
     },
 )

@@ -8,8 +8,24 @@ from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import JSONResponse
 
 from app.api.deps import ApiKey, Limit, MovieIdPath, Offset, SessionDep, State, UserIdPath
-from app.api.routes.common import AUTH, NOT_FOUND, TOO_LARGE, UNAVAILABLE, movie_not_found, scale_errors
-from app.api.schemas import RatingBatchIn, RatingBatchOut, RatingIn, RatingItem, RatingOut, UserRatingsOut
+from app.api.routes.common import (
+    AUTH,
+    JSON_BODY,
+    NOT_FOUND,
+    UNAVAILABLE,
+    error,
+    movie_not_found,
+    scale_errors,
+)
+from app.api.schemas import (
+    BatchErrorOut,
+    RatingBatchIn,
+    RatingBatchOut,
+    RatingIn,
+    RatingItem,
+    RatingOut,
+    UserRatingsOut,
+)
 from app.db.repository import (
     RatingRow,
     UnknownMovie,
@@ -18,13 +34,15 @@ from app.db.repository import (
     upsert_ratings,
     user_ratings,
 )
+from app.db.session import write_transaction
 
 router = APIRouter(tags=["ratings"])
 
 RATING_ERRORS = {
     **AUTH,
     **NOT_FOUND,
-    422: {"description": "Invalid input: ids not positive 64-bit integers, a rating off the scale, etc."},
+    422: error("Invalid input: ids not positive 64-bit integers, a rating off the scale, etc."),
+    **JSON_BODY,
     **UNAVAILABLE,
 }
 
@@ -53,7 +71,7 @@ def post_rating(body: RatingIn, response: Response, state: State, session: Sessi
         raise HTTPException(422, errors)
     rated_at = body.rated_at or datetime.now(UTC)
     try:
-        with session.begin():
+        with write_transaction(session):
             stored, created = upsert_rating(session, body.user_id, body.movie_id, body.rating, rated_at)
     except UnknownMovie as unknown:
         raise movie_not_found(unknown.movie_ids) from unknown
@@ -77,6 +95,7 @@ def post_rating(body: RatingIn, response: Response, state: State, session: Sessi
     responses={
         **RATING_ERRORS,
         404: {
+            "model": BatchErrorOut,
             "description": "Ratings of movies not in the catalog; nothing was stored.",
             "content": {
                 "application/json": {
@@ -89,7 +108,6 @@ def post_rating(body: RatingIn, response: Response, state: State, session: Sessi
                 }
             },
         },
-        **TOO_LARGE,
     },
 )
 def post_batch(body: RatingBatchIn, state: State, session: SessionDep) -> RatingBatchOut | JSONResponse:
@@ -117,7 +135,7 @@ def post_batch(body: RatingBatchIn, state: State, session: SessionDep) -> Rating
     now = datetime.now(UTC)
     rows = [RatingRow(r.user_id, r.movie_id, r.rating, r.rated_at or now) for r in body.ratings]
     try:
-        with session.begin():
+        with write_transaction(session):
             result = upsert_ratings(session, rows)
     except UnknownMovie as unknown:
         missing = set(unknown.movie_ids)
@@ -142,7 +160,7 @@ def post_batch(body: RatingBatchIn, state: State, session: SessionDep) -> Rating
     "/users/{user_id}/ratings",
     response_model=UserRatingsOut,
     summary="A user's ratings",
-    responses={422: {"description": "Invalid id, limit or offset."}, **UNAVAILABLE},
+    responses={422: error("Invalid id, limit or offset."), **UNAVAILABLE},
 )
 def get_user_ratings(
     user_id: UserIdPath, session: SessionDep, limit: Limit = 50, offset: Offset = 0
@@ -164,11 +182,16 @@ def get_user_ratings(
     status_code=204,
     dependencies=[ApiKey],
     summary="Delete a rating",
-    responses={**AUTH, 404: {"description": "The user has no rating of that movie."}, **UNAVAILABLE},
+    responses={
+        **AUTH,
+        404: error("The user has no rating of that movie."),
+        422: error("An id is not a positive 64-bit integer."),
+        **UNAVAILABLE,
+    },
 )
 def delete(user_id: UserIdPath, movie_id: MovieIdPath, state: State, session: SessionDep) -> Response:
     """Remove the user's rating of the movie; 404 when there is none."""
-    with session.begin():
+    with write_transaction(session):
         deleted = delete_rating(session, user_id, movie_id)
     if not deleted:
         raise HTTPException(404, f"user {user_id} has no rating of movie {movie_id}")

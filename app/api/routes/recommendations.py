@@ -17,6 +17,7 @@ from app.api.deps import (
     query_text,
 )
 from app.api.model_store import PrecomputedTable, ServingModel
+from app.api.routes.common import error
 from app.api.schemas import RecommendationsOut
 from app.api.strategies import MODEL, UserState, recommend, resolve_user
 
@@ -32,8 +33,8 @@ PRECOMPUTED = "precomputed"
     response_model=RecommendationsOut,
     summary="Recommend movies to a user",
     responses={
-        422: {"description": "Invalid id, k, exclude_rated or genre."},
-        503: {"description": "No model is loaded, or the database is unreachable."},
+        422: error("Invalid id, k, exclude_rated or genre."),
+        503: error("No model is loaded, or the database is unreachable."),
     },
     openapi_extra={
         "parameters": [

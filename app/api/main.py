@@ -76,7 +76,7 @@ def start(settings: Settings, metrics: Metrics) -> AppState:
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
-        reads=Reads(engine),
+        reads=Reads(engine, settings.db_timeout_s, settings.db_pool_size),
         catalog=catalog,
         store=store,
         metrics=metrics,
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             gc.unfreeze()
-            state.reads.close()
+            await state.reads.close()
             state.engine.dispose()
 
     app = FastAPI(

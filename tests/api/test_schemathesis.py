@@ -10,8 +10,8 @@ schemathesis cannot reach by itself (a `.npy` matrix asked for with `Accept`, th
 Why not `schemathesis.pytest.from_fixture`: under pytest 9.2 it fails before running a case
 (schemathesis 4.32.5 sets the private `Function._nodeid`, which pytest 9.2 no longer has). The
 schema is therefore made at import from the app's own OpenAPI document (it depends on no
-database), and each case is sent to the started app of the `client` fixture, so the same
-operations run once per database of `database_url`.
+database), and each case is sent through the started `client` fixture (ThroughTestClient), so
+the same operations run once per database of `database_url`.
 """
 
 from __future__ import annotations
@@ -22,18 +22,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import schemathesis
 from api_support import ClientMaker, api_settings
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from hypothesis.configuration import set_hypothesis_home_dir
+from requests.structures import CaseInsensitiveDict
 from schemathesis.checks import not_a_server_error
-from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
+from urllib3 import HTTPHeaderDict, HTTPResponse
 
 from app.api.main import create_app
 
@@ -41,7 +43,7 @@ SEED = 20250101
 MAX_EXAMPLES = 25
 """Fuzzed cases per operation and database; the examples and coverage phases add their own
 (deterministic) cases. The whole file takes about a minute for both databases."""
-BASE_URL = f"http://{asgi.HOST}"
+BASE_URL = "http://testserver"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Not positive_data_acceptance: JSON Schema's "integer" admits 1.0, and schemathesis compares the
 # ids' maximum 2**63 - 1 as a float (so 2**63 + 191 counts as valid); the API rejects both on
@@ -61,16 +63,43 @@ schema = schemathesis.openapi.from_dict(
 )
 
 
-def send(case: schemathesis.Case, client: TestClient) -> schemathesis.Response:
-    """Send `case` to the app `client` started and run CHECKS on the response.
+class ThroughTestClient(requests.adapters.BaseAdapter):
+    """A requests transport that hands each request to a started TestClient, so it runs on that
+    client's event loop: the one the app's lifespan ran on, whose database pools (the async
+    PostgreSQL reads) serve only that loop. Schemathesis' own ASGI transport would run each
+    request on a loop of its own, or a second lifespan."""
 
-    Through an ASGI session that is never entered: entering one, or leaving the transport to
-    schemathesis, would run the app's lifespan a second time on schemathesis' own event loop
-    and replace the state the client's lifespan made. The session's default headers go: the
-    transport lets them override the case's own (requests' `Accept: */*` would hide a case's
-    `Accept`)."""
-    session = asgi.get_client(client.app)
+    def __init__(self, client: TestClient) -> None:
+        super().__init__()
+        self.client = client
+
+    def send(self, request: requests.PreparedRequest, **_: object) -> requests.Response:
+        answer = self.client.request(
+            request.method or "GET", request.url or "/", headers=dict(request.headers), content=request.body
+        )
+        headers = HTTPHeaderDict(answer.headers.multi_items())
+        response = requests.Response()
+        response.status_code = answer.status_code
+        response.reason = answer.reason_phrase
+        response.headers = CaseInsensitiveDict(headers)
+        # schemathesis reads headers and the HTTP version off urllib3's response, as requests' own
+        response.raw = HTTPResponse(headers=headers, status=answer.status_code, version=11)
+        response._content = answer.content
+        response.encoding = answer.encoding
+        response.url = request.url or ""
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def send(case: schemathesis.Case, client: TestClient) -> schemathesis.Response:
+    """Send `case` to the app `client` started and run CHECKS on the response. The session's
+    default headers go: requests' `Accept: */*` would hide a case's own `Accept`."""
+    session = requests.Session()
     session.headers.clear()
+    session.mount(BASE_URL, ThroughTestClient(client))
     return case.call_and_validate(session=session, base_url=BASE_URL, checks=CHECKS)
 
 

@@ -31,6 +31,8 @@ CANDIDATES = 200
 """Length of a model user's cached candidate list (their best movies by ranking score)."""
 CANDIDATE_CACHE_SIZE = 100_000
 """Most model users whose candidate lists are kept (about CANDIDATES x 8 bytes each)."""
+LIST_CACHE_SIZE = 10_000
+"""Most finished recommendation lists kept (about 3 kB each for k = 10)."""
 
 
 class ModelRefused(RuntimeError):
@@ -208,6 +210,41 @@ class CandidateCache:
         return len(self._entries)
 
 
+class ListCache:
+    """Finished GET /recommendations items of model users, by (user row, k, genre), each kept
+    with the rated-movie array it left out and the catalog revision it was built under.
+
+    An entry counts only for that very array object: the SQLite reader hands out the same
+    object for a user until any commit makes it read again (queries.RatedCache), so a list is
+    reused exactly while nothing it depends on (the model, the catalog, the user's ratings)
+    can have changed. Where ratings are read anew at each request (PostgreSQL) nothing is ever
+    reused, which is correct too.
+    """
+
+    def __init__(self, capacity: int = LIST_CACHE_SIZE) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple, tuple[object, int, list[dict]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, rated: np.ndarray | None, revision: int) -> list[dict] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] is not rated or entry[1] != revision:
+                return None
+            self._entries.move_to_end(key)
+            return entry[2]
+
+    def put(self, key: tuple, rated: np.ndarray | None, revision: int, items: list[dict]) -> None:
+        with self._lock:
+            self._entries[key] = (rated, revision, items)  # holding `rated` keeps its identity unique
+            self._entries.move_to_end(key)
+            if len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 # --- one loaded model ---------------------------------------------------------------------------------
 
 
@@ -234,6 +271,7 @@ class ServingModel:
         self.movie_norms = np.linalg.norm(predictor.movie_emb, axis=1)
         self.fold_cache = FoldCache()
         self.candidates = CandidateCache()
+        self.lists = ListCache()
         self.n_candidates = min(CANDIDATES, predictor.n_movies)
         self.candidate_dtype = np.int32
         self.catalog = catalog

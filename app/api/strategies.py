@@ -157,10 +157,17 @@ def recommend(
     Personal lists rank by Predictor.ranking_scores (the predicted rating plus the model's
     popularity prior) and report the predicted rating; a cold user's list is the popular
     movies by damped mean rating, reporting their baseline. Model users' lists come from their
-    cached candidates (see CandidateCache); folded-in users' rank every movie.
+    cached candidates (see CandidateCache) and are kept whole while nothing they depend on
+    changed (ListCache); folded-in users' rank every movie. The items returned may be shared:
+    callers must not change them.
     """
     predictor = model.predictor
     view = model.view()
+    memo_key = (user.row, k, genre.casefold() if genre else None)
+    if user.kind == MODEL:
+        items = model.lists.get(memo_key, exclude_movie_ids, view.revision)
+        if items is not None:
+            return RECOMMEND_STRATEGY[MODEL], items
     blocked = view.blocked(genre)
     if exclude_movie_ids is not None and len(exclude_movie_ids):
         excluded = model.excluded_mask(exclude_movie_ids)
@@ -181,7 +188,7 @@ def recommend(
         rows = _top(ranking, k)
         values = ratings[rows]
     titles = view.titles
-    return RECOMMEND_STRATEGY[user.kind], [
+    items = [
         {"movie_id": movie_id, "title": titles[row], "predicted_rating": rating}
         for movie_id, row, rating in zip(
             predictor.movie_ids[rows].tolist(),
@@ -190,6 +197,9 @@ def recommend(
             strict=True,
         )
     ]
+    if user.kind == MODEL:
+        model.lists.put(memo_key, exclude_movie_ids, view.revision, items)
+    return RECOMMEND_STRATEGY[user.kind], items
 
 
 def _ratings(predictor: Predictor, vector: np.ndarray, bias: np.float32) -> np.ndarray:

@@ -13,7 +13,7 @@ from api_support import CATALOG_ONLY, NEW_USER, ClientMaker, Data
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app.api.model_store import CandidateCache
+from app.api.model_store import CandidateCache, ListCache
 from app.db.repository import upsert_rating
 
 
@@ -44,6 +44,7 @@ def test_known_user_gets_best_first_unrated_movies(client: TestClient, data: Dat
     # the same lists when the cached candidates run short: a longer list replaces them, once
     model.n_candidates = 3
     model.candidates = CandidateCache()
+    model.lists = ListCache()
     assert client.get("/recommendations/1", params={"k": 5}).json() == body
     assert len(model.candidates) == 1
     longer = model.candidates.get(row)
@@ -198,10 +199,13 @@ def test_rated_movies_are_reread_after_any_commit(client: TestClient, data: Data
     reads = client.app.state.dotrec.reads
     first = client.get("/recommendations/3", params={"k": 5}).json()["items"]
     unrated = next(m for m in (item["movie_id"] for item in first) if m not in data.rated_by(3))
+    model = client.app.state.dotrec.store.current
     if reads.inline:
         assert len(reads.rated_cache) == 1
         cached = reads.rated_cache.get(3, reads._cursor.execute("PRAGMA data_version").fetchone()[0])
         assert cached is not None and set(cached.tolist()) == set(data.rated_by(3))
+        row, revision = model.user_index[3], model.view().revision
+        assert model.lists.get((row, 5, None), cached, revision) == first, "the finished list is kept"
         assert client.get("/recommendations/3", params={"k": 5}).json()["items"] == first
     else:
         assert len(reads.rated_cache) == 0  # PostgreSQL reads every time

@@ -341,10 +341,12 @@ def serves(client: TestClient, version: str, rating: float) -> None:
 
 # --- the tests ----------------------------------------------------------------------------------------
 
-
-@pytest.mark.parametrize(
+EVERY_DAMAGE = pytest.mark.parametrize(
     ("database_url", "damage", "problem"), on_databases(DAMAGES), indirect=["database_url"]
 )
+
+
+@EVERY_DAMAGE
 def test_a_bad_version_is_refused_and_the_previous_model_keeps_serving(
     make_client: ClientMaker,
     models_dir: Path,
@@ -387,9 +389,7 @@ def test_a_bad_version_is_refused_and_the_previous_model_keeps_serving(
     assert client.get("/ready").status_code == 200
 
 
-@pytest.mark.parametrize(
-    ("database_url", "damage", "problem"), on_databases(DAMAGES), indirect=["database_url"]
-)
+@EVERY_DAMAGE
 def test_with_only_a_bad_version_the_service_starts_unready_and_ratings_work(
     make_client: ClientMaker,
     models_dir: Path,

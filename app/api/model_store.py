@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.api.lru import Lru
 from app.db.repository import MovieRow
 from app.ml.artifact import ArtifactError, current_version_dir, load_artifact
 from app.ml.predictor import FoldedUser, Predictor
@@ -178,9 +179,9 @@ class FoldCache:
         return len(self._entries)
 
 
-class CandidateCache:
-    """Per model user, their best movie rows by ranking score, best first (CANDIDATES of them,
-    more for users whose filters need more), and the predicted ratings of those movies.
+class CandidateCache(Lru[int, tuple[np.ndarray, np.ndarray]]):
+    """Per model user (row), their best movie rows by ranking score, best first (CANDIDATES of
+    them, more for users whose filters need more), and the predicted ratings of those movies.
 
     A model user's ranking depends on the model alone (their ratings in the database only
     decide what is left out), so the list holds until the model changes; each request filters
@@ -189,25 +190,7 @@ class CandidateCache:
     """
 
     def __init__(self, capacity: int = CANDIDATE_CACHE_SIZE) -> None:
-        self.capacity = capacity
-        self._entries: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, row: int) -> tuple[np.ndarray, np.ndarray] | None:
-        with self._lock:
-            entry = self._entries.get(row)
-            if entry is not None:
-                self._entries.move_to_end(row)
-            return entry
-
-    def put(self, row: int, rows: np.ndarray, ratings: np.ndarray) -> None:
-        with self._lock:
-            self._entries[row] = (rows, ratings)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        super().__init__(capacity)
 
 
 class ListCache:
@@ -222,27 +205,19 @@ class ListCache:
     """
 
     def __init__(self, capacity: int = LIST_CACHE_SIZE) -> None:
-        self.capacity = capacity
-        self._entries: OrderedDict[tuple, tuple[object, int, list[dict]]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lists: Lru[tuple, tuple[object, int, list[dict]]] = Lru(capacity)
 
     def get(self, key: tuple, rated: np.ndarray | None, revision: int) -> list[dict] | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or entry[0] is not rated or entry[1] != revision:
-                return None
-            self._entries.move_to_end(key)
-            return entry[2]
+        entry = self._lists.get(key)
+        if entry is None or entry[0] is not rated or entry[1] != revision:
+            return None
+        return entry[2]
 
     def put(self, key: tuple, rated: np.ndarray | None, revision: int, items: list[dict]) -> None:
-        with self._lock:
-            self._entries[key] = (rated, revision, items)  # holding `rated` keeps its identity unique
-            self._entries.move_to_end(key)
-            if len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+        self._lists.put(key, (rated, revision, items))  # holding `rated` keeps its identity unique
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._lists)
 
 
 # --- one loaded model ---------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from sqlalchemy import Engine, Integer, Text, bindparam, cast, func, literal_col
 from sqlalchemy.sql import ColumnElement, Select
 from starlette.concurrency import run_in_threadpool
 
+from app.api.lru import Lru
 from app.db.models import Movie, Rating
 from app.db.repository import MovieRow
 from app.db.session import AnswerTimeout, AsyncConnections
@@ -87,35 +87,27 @@ def _split(joined: str) -> np.ndarray:
 
 
 class RatedCache:
-    """user id -> (data version, read-only int64 movie ids) of the users read last, at most
-    `capacity` of them. An entry counts only under the data version it was read at: SQLite's
-    `PRAGMA data_version` of one connection changes whenever another connection commits, so
-    any rating stored since, by any process, makes every entry stale at once. Used from the
-    event loop's thread only, hence no lock."""
+    """user id -> read-only int64 movie ids of the users read last, at most `capacity` of them,
+    each kept with the data version it was read at, and counting only under that version:
+    SQLite's `PRAGMA data_version` of one connection changes whenever another connection
+    commits, so any rating stored since, by any process, makes every entry stale at once."""
 
     def __init__(self, capacity: int = RATED_CACHE_USERS) -> None:
-        self.capacity = capacity
-        self._entries: OrderedDict[int, tuple[int, np.ndarray]] = OrderedDict()
+        self._users: Lru[int, tuple[int, np.ndarray]] = Lru(capacity)
 
     def get(self, user_id: int, version: int) -> np.ndarray | None:
-        entry = self._entries.get(user_id)
-        if entry is None or entry[0] != version:
-            return None
-        self._entries.move_to_end(user_id)
-        return entry[1]
+        entry = self._users.get(user_id)
+        return entry[1] if entry is not None and entry[0] == version else None
 
     def put(self, user_id: int, version: int, movie_ids: np.ndarray) -> None:
         movie_ids.flags.writeable = False
-        self._entries[user_id] = (version, movie_ids)
-        self._entries.move_to_end(user_id)
-        if len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+        self._users.put(user_id, (version, movie_ids))
 
     def clear(self) -> None:
-        self._entries.clear()
+        self._users.clear()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._users)
 
 
 class _Compiled:
@@ -137,7 +129,6 @@ class Reads:
 
     def __init__(self, engine: Engine, timeout_s: float = 5.0, pool_size: int = 5) -> None:
         self.engine = engine
-        self.timeout_s = timeout_s
         dialect = engine.dialect.name
         database = engine.url.database or ""
         self.inline = dialect == "sqlite" and database not in ("", ":memory:")

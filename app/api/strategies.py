@@ -244,7 +244,7 @@ def _candidates(
     ratings = _ratings(model.predictor, vector, bias)
     rows = _top(model.predictor.ranking_scores(ratings), length)
     entry = (rows.astype(model.candidate_dtype), ratings[rows])
-    model.candidates.put(user.row, *entry)
+    model.candidates.put(user.row, entry)
     return entry
 
 

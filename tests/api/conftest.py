@@ -4,7 +4,6 @@ and TestClients running the app's lifespan."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from pg_server import DedicatedPostgres, postgres_bindir
 from sqlalchemy import Engine
 
 from app.api.main import create_app
+from tests.requirements import missing
 
 
 @pytest.fixture(scope="session")
@@ -94,9 +94,7 @@ def dedicated_postgres() -> Iterator[DedicatedPostgres]:
     bindir = postgres_bindir()
     if bindir is None:
         message = "PostgreSQL's server programs (initdb, pg_ctl) are not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(message)
     server = DedicatedPostgres(bindir)
     try:
         server.start()

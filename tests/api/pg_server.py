@@ -3,6 +3,7 @@ may stop, crash, freeze and start again without touching the shared server on 54
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -58,12 +59,15 @@ class DedicatedPostgres:
     def freeze(self) -> None:
         """SIGSTOP every process of the server: it accepts TCP connections (the kernel does)
         but answers nothing, like a hung host."""
-        for pid in self._pids():
-            os.kill(pid, signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
     def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, number: int) -> None:
         for pid in self._pids():
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):  # a backend that exited meanwhile
+                os.kill(pid, number)
 
     def remove(self) -> None:
         self.thaw()

@@ -145,7 +145,7 @@ def prepare(
     from app.data.movielens import read_ratings_set
     from app.data.synth import PRESETS, write_synthetic
     from app.data.training_set import TrainingSet
-    from app.ml.jobs import train_and_save
+    from app.jobs.training import train_and_save
     from app.ml.train import TrainConfig
 
     started = time.perf_counter()
@@ -178,9 +178,9 @@ def prepare(
 
 
 def save_random_model(training: object, settings: object) -> Path:
+    from app.jobs.training import y_range_for
     from app.ml import evaluate
     from app.ml.artifact import new_version_name, save_artifact
-    from app.ml.jobs import y_range_for
 
     rng = np.random.default_rng(0)
     n_users, n_movies, k = training.n_users, training.n_movies, 50

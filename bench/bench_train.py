@@ -28,7 +28,7 @@ from app.data.movielens import read_ratings_set
 from app.data.splits import holdout_mask, k_fold_masks
 from app.data.synth import PRESETS, write_synthetic
 from app.data.training_set import TrainingSet
-from app.ml.jobs import FoldReport, evaluate_fold
+from app.jobs.evaluation import FoldReport, evaluate_fold
 from app.ml.train import TrainConfig, fit
 from bench.common import REPO_ROOT, machine, markdown_table, peak_rss_mib, shared_archive, write_result
 

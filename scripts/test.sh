@@ -8,4 +8,5 @@ bash scripts/setup.sh
 bash scripts/ensure-postgres.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/lint-imports
 .venv/bin/python -m pytest "$@"

@@ -1,4 +1,5 @@
-"""What routes depend on: the app's state, a session per request, the serving model, the API key.
+"""What routes depend on: the app's state, a session per request, the serving model, the API key,
+and the path and query parameters they share (FastAPI's own validation, strict integers).
 
 Dependencies used by the hot `async def` routes are `async def` themselves: FastAPI runs a plain
 `def` dependency in the thread pool, which would cost those routes a thread hop each.
@@ -12,22 +13,23 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
-from urllib.parse import parse_qsl
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.api.errors import UNAVAILABLE, database_problem
 from app.api.metrics import Metrics
-from app.api.model_store import Catalog, ModelStore, ServingModel
-from app.api.queries import Reads
 from app.api.schemas import ID_RULE, MAX_ID
 from app.config import Settings
+from app.db.errors import UNAVAILABLE, database_problem
+from app.db.reads import Reads
 from app.db.repository import search_movies
+from app.serving.catalog import Catalog
+from app.serving.rated import RatedMovies
+from app.serving.serving_model import ServingModel
+from app.serving.store import ModelStore
 
 log = logging.getLogger("dotrec.api")
 
@@ -43,6 +45,7 @@ class AppState:
     engine: Engine
     sessions: sessionmaker[Session]
     reads: Reads
+    rated: RatedMovies
     catalog: Catalog
     store: ModelStore
     metrics: Metrics
@@ -119,13 +122,15 @@ async def require_api_key(
 
 ApiKey = Depends(require_api_key)
 
+# --- parameters -------------------------------------------------------------------------------------
+
 _INTEGER = re.compile(r"-?[0-9]+")
 INT_PARSING = "Input should be a valid integer, unable to parse string as an integer"
 
 
 def _plain_integer(value: object) -> object:
-    """A path or query integer written as the hot routes take it (`_parse_int`): ASCII digits,
-    perhaps a minus sign. Pydantic alone also takes "1.0", "+1", " 1 " and "1_0" (which is 10)."""
+    """A path or query integer written plainly: ASCII digits, perhaps a minus sign. Pydantic
+    alone also takes "1.0", "+1", " 1 " and "1_0" (which is 10)."""
     if isinstance(value, str) and not _INTEGER.fullmatch(value):
         raise PydanticCustomError("int_parsing", INT_PARSING)
     return value
@@ -143,115 +148,10 @@ MovieIdPath = Annotated[
 K = Annotated[int, Query(ge=1, le=1000, description="How many items, 1 to 1,000."), PLAIN_INTEGER]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size, 1 to 1,000."), PLAIN_INTEGER]
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="Items to skip."), PLAIN_INTEGER]
-
-
-# --- hand-parsed parameters of the hot routes ---------------------------------------------------------
-#
-# FastAPI's per-parameter machinery costs more than all the work of GET /predict (about 50 us for
-# two ids and a flag on this FastAPI version), so the two hot routes read their parameters from
-# the request themselves, with the same rules and the same 422 bodies, and document them in
-# OpenAPI through `openapi_extra` (see `path_id_doc` and `query_doc`).
-
-_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
-_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
-
-
-def _invalid(
-    kind: str, loc: tuple[str, str], msg: str, value: object, **ctx: object
-) -> RequestValidationError:
-    error: dict = {"type": kind, "loc": loc, "msg": msg, "input": value}
-    if ctx:
-        error["ctx"] = ctx
-    return RequestValidationError([error])
-
-
-def _parse_int(raw: str, loc: tuple[str, str], low: int, high: int, low_strict: bool) -> int:
-    text = raw[1:] if raw.startswith("-") else raw
-    if not (text.isascii() and text.isdigit()):
-        raise _invalid("int_parsing", loc, INT_PARSING, raw)
-    value = int(raw)
-    if low_strict and value <= low:
-        raise _invalid("greater_than", loc, f"Input should be greater than {low}", raw, gt=low)
-    if not low_strict and value < low:
-        raise _invalid(
-            "greater_than_equal", loc, f"Input should be greater than or equal to {low}", raw, ge=low
-        )
-    if value > high:
-        raise _invalid("less_than_equal", loc, f"Input should be less than or equal to {high}", raw, le=high)
-    return value
-
-
-def path_id(request: Request, name: str) -> int:
-    """The path parameter `name` as an id (1 .. 2**63 - 1), else a 422 like FastAPI's."""
-    return _parse_int(request.path_params[name], ("path", name), 0, MAX_ID, low_strict=True)
-
-
-def _query(request: Request) -> dict[str, str]:
-    """The query string's values (the last of repeated names), as Starlette decodes them,
-    parsed once a request without building a QueryParams."""
-    scope = request.scope
-    values = scope.get("dotrec.query")
-    if values is None:
-        text = scope.get("query_string", b"").decode("latin-1")
-        if "%" in text or "+" in text:
-            values = dict(parse_qsl(text, keep_blank_values=True))
-        else:
-            values = dict(part.partition("=")[::2] for part in text.split("&") if part)
-        scope["dotrec.query"] = values
-    return values
-
-
-def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = _query(request).get(name)
-    return default if raw is None else _parse_int(raw, ("query", name), low, high, low_strict=False)
-
-
-def query_bool(request: Request, name: str, default: bool) -> bool:
-    raw = _query(request).get(name)
-    if raw is None:
-        return default
-    folded = raw.strip().lower()
-    if folded in _TRUE:
-        return True
-    if folded in _FALSE:
-        return False
-    raise _invalid(
-        "bool_parsing", ("query", name), "Input should be a valid boolean, unable to interpret input", raw
-    )
-
-
-def query_text(request: Request, name: str, max_length: int) -> str | None:
-    raw = _query(request).get(name)
-    if raw is not None and len(raw) > max_length:
-        raise _invalid(
-            "string_too_long",
-            ("query", name),
-            f"String should have at most {max_length} characters",
-            raw[:100],
-            max_length=max_length,
-        )
-    return raw or None
-
-
-def path_id_doc(name: str, what: str, example: int) -> dict:
-    """The OpenAPI description of an id path parameter."""
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "description": f"A {what} id: {ID_RULE}.",
-        "schema": {"type": "integer", "exclusiveMinimum": 0, "maximum": MAX_ID, "title": name},
-        "example": example,
-    }
-
-
-def query_doc(name: str, schema: dict, description: str, example: object) -> dict:
-    """The OpenAPI description of an optional query parameter."""
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": schema,
-        "example": example,
-    }
+GENRE_MAX_LENGTH = 64
+Genre = Annotated[
+    str | None,
+    Query(
+        max_length=GENRE_MAX_LENGTH, description="Only movies of this genre (any case).", examples=["Comedy"]
+    ),
+]

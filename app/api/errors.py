@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from typing import Any
 
-import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -21,20 +19,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.schemas import ID_RULE
-from app.db.schema import SchemaOutOfDate
+from app.db.errors import UNAVAILABLE, database_problem
 
 log = logging.getLogger("dotrec.api")
 
-#: database errors that mean "unreachable, timed out or not migrated", not "your input is wrong"
-UNAVAILABLE = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.TimeoutError,
-    sa_exc.DisconnectionError,
-    sqlite3.OperationalError,
-    psycopg.OperationalError,
-    SchemaOutOfDate,
-)
 RETRY_AFTER_S = "5"
 ID_FIELDS = ("user_id", "movie_id", "user_ids", "movie_ids", "pairs")
 MAX_ECHOED_INPUT = 100
@@ -42,17 +30,6 @@ MAX_ECHOED_INPUT = 100
 
 def error_response(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
-
-
-def database_problem(error: BaseException) -> str:
-    """A one-line reason from a database error, without SQL, parameters or credentials."""
-    if isinstance(error, SchemaOutOfDate):
-        return str(error)
-    original = getattr(error, "orig", None) or error
-    if isinstance(error, sa_exc.TimeoutError):
-        return "no database connection free in time (pool timeout)"
-    text = str(original).strip().splitlines()
-    return text[0][:300] if text else type(original).__name__
 
 
 def install_error_handlers(app: FastAPI) -> None:

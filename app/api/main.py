@@ -18,15 +18,17 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.api.deps import AppState
-from app.api.errors import UNAVAILABLE, RequestLimitsMiddleware, database_problem, install_error_handlers
-from app.api.fastpath import FastPaths
+from app.api.errors import RequestLimitsMiddleware, install_error_handlers
 from app.api.metrics import Metrics, MetricsMiddleware
-from app.api.model_store import Catalog, ModelStore
-from app.api.queries import Reads
 from app.api.routes import admin, health, movies, predict, ratings, recommendations
 from app.config import Settings, get_settings
+from app.db.errors import UNAVAILABLE, database_problem
+from app.db.reads import Reads
 from app.db.schema import SchemaOutOfDate, check_schema_current
 from app.db.session import make_engine, make_session_factory
+from app.serving.catalog import Catalog
+from app.serving.rated import RatedMovies
+from app.serving.store import ModelStore
 
 log = logging.getLogger("dotrec.api")
 
@@ -72,11 +74,13 @@ def start(settings: Settings, metrics: Metrics) -> AppState:
         popularity_weight=settings.popularity_weight,
         recommendations_table=settings.recommendations_table,
     )
+    reads = Reads(engine, settings.db_timeout_s, settings.db_pool_size)
     state = AppState(
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
-        reads=Reads(engine, settings.db_timeout_s, settings.db_pool_size),
+        reads=reads,
+        rated=RatedMovies(reads),
         catalog=catalog,
         store=store,
         metrics=metrics,
@@ -119,11 +123,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(app)
-    app.add_middleware(
-        FastPaths,
-        routers=[predict.router, recommendations.router],
-        endpoints=[predict.predict, recommendations.recommendations],
-    )
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(

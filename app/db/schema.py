@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 import app
+from app.config import Settings
 from app.db.session import make_engine
 
 UPGRADE_COMMAND = "dotrec db upgrade"
@@ -76,6 +77,18 @@ def check_schema_current(engine: Engine) -> None:
         f"the database schema is at revision {current}, this code needs {head};"
         f" run `{UPGRADE_COMMAND}` (or deploy the code that knows {current})"
     )
+
+
+def migrated_engine(database_url: str, settings: Settings | None = None) -> Engine:
+    """The engine of `database_url` once its schema is known to be current; SchemaOutOfDate
+    (naming the command to run) otherwise."""
+    engine = make_engine(database_url, settings)
+    try:
+        check_schema_current(engine)
+    except SchemaOutOfDate:
+        engine.dispose()
+        raise
+    return engine
 
 
 def _run(alembic_command: Callable[[Config, str], None], database_url: str, revision: str) -> None:

@@ -121,7 +121,17 @@ def load_artifact(path: Path) -> Artifact:
     if not path.is_dir():
         raise ArtifactError(f"{path}: no such version folder")
     meta = _read_meta(path)
-    weights = _read_weights(path)
+    return _validated(path, _read_weights(path), meta)
+
+
+def artifact_in_memory(weights: dict[str, np.ndarray], meta: dict) -> Artifact:
+    """An artifact that was never saved (a model just trained, to score held-out data exactly as
+    it would be served), validated as `load_artifact` validates a saved one."""
+    arrays = {name: np.ascontiguousarray(w, np.float32) for name, w in weights.items()}
+    return _validated(Path("<memory>"), arrays, {"format_version": FORMAT_VERSION, **meta})
+
+
+def _validated(path: Path, weights: dict[str, np.ndarray], meta: dict) -> Artifact:
     user_ids = _id_map(meta, "user_ids")
     movie_ids = _id_map(meta, "movie_ids")
     sizes = {"users": len(user_ids), "movies": len(movie_ids), "factors": meta.get("n_factors")}

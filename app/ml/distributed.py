@@ -1,7 +1,7 @@
 """Distributed training on PyTorch's own engine: torchrun + DistributedDataParallel.
 
-`torchrun --nproc-per-node N -m app.ml.train ARGS` (or `dotrec train --nproc N ARGS`, which
-launches exactly that) starts N copies of `dotrec train`; each joins the process group named by
+`dotrec train --nproc N ARGS` runs `torchrun --nproc-per-node N --no-python python -m app.cli
+train ARGS`: N copies of `dotrec train`; each joins the process group named by
 torchrun's environment (gloo on CPU, nccl on a GPU), reads the same ratings, and takes its share
 of every global batch. Only rank 0 validates, logs and writes the artifact.
 """
@@ -9,7 +9,6 @@ of every global batch. Only rank 0 validates, logs and writes the artifact.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -72,16 +71,3 @@ def broadcast_flag(flag: bool, placement: Placement) -> bool:
     tensor = torch.tensor([int(flag)], device=placement.device)
     dist.broadcast(tensor, src=0)
     return bool(tensor.item())
-
-
-def launch(nproc: int, train_args: list[str]) -> int:
-    """Run `torchrun --nproc-per-node nproc -m app.ml.train train_args`; its exit code."""
-    from torch.distributed.run import main as torchrun
-
-    arguments = ["--standalone", f"--nproc-per-node={nproc}", "-m", "app.ml.train", *train_args]
-    try:
-        torchrun(arguments)
-    except Exception as error:  # torchrun raises ChildFailedError naming the rank that died
-        print(f"distributed training failed: {error}", file=sys.stderr)
-        return 1
-    return 0

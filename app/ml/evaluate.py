@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.data.training_set import TrainingSet
+from app.ml import scoring
 
 RELEVANT_FROM = 4.0
 
@@ -90,8 +91,7 @@ def ranking_scores(
     for chunk in np.array_split(users, max(1, -(-len(users) // chunk_users))):
         scores = np.asarray(score_users(chunk), dtype=np.float32).copy()
         _mask_rated(scores, chunk, train)
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1), 1)
+        top, _ = scoring.top_k_rows(scores, k)
         hits = np.isin(_pair_keys(chunk[:, None], top, train.n_movies), relevant_keys)
         ideal = np.array([discounts[: min(n, k)].sum() for n in n_relevant[chunk]])
         hits_sum += hits.sum() / k

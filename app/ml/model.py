@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from app.ml import scoring
+
 
 class DotProductBias(nn.Module):
     """`rating = sigmoid(U[u] . M[m] + b_u[u] + b_m[m]) * (hi - lo) + lo` (fastai's EmbeddingDotBias).
@@ -55,8 +57,7 @@ class DotProductBias(nn.Module):
         return self.squash(scores)
 
     def squash(self, scores: torch.Tensor) -> torch.Tensor:
-        lo, hi = self.y_range
-        return torch.sigmoid(scores) * (hi - lo) + lo
+        return scoring.squash(scores, self.y_range)
 
 
 def frequency_weights(rows: torch.Tensor, n_rows: int, power: float = 0.5) -> torch.Tensor:

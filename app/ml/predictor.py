@@ -1,7 +1,8 @@
-"""Serving-side math on numpy: one artifact's ratings for pairs, matrices, top-N, neighbours, fold-in.
+"""One artifact's numbers: its arrays, id maps and the kernel's formulas bound to them.
 
-Torch is not needed to serve: the formulas are the model's, on float32 arrays, so the serving
-process stays small and starts fast. Rows are embedding rows; ids are the catalog's and clients'.
+Serving, `recommend-all` and evaluation all score through a Predictor, so every figure the
+project reports is what the API serves. Torch is not needed: the serving process stays small
+and starts fast.
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.ml import scoring
 from app.ml.artifact import Artifact
+from app.ml.ids import IdIndex
 
-UNKNOWN = -1
-#: ratings are mapped into (0, 1) before the logit; this keeps the logit finite at the ends
-LOGIT_EPS = 1e-3
+USER_BASELINE_DAMPING = 15.0
+"""The damping of a user's bias in `baseline` terms (the artifact's baseline_user_bias uses it)."""
 
 
 @dataclass(frozen=True)
 class FoldedUser:
-    """A user the model never saw, placed in its space from their ratings (see Predictor.fold_in)."""
+    """A user the model never saw, placed in its space from their ratings (`Predictor.fold_in`)."""
 
     vector: np.ndarray
     bias: float
@@ -30,173 +32,131 @@ class Predictor:
     """Predictions from one loaded artifact.
 
     Attributes:
-        version: the artifact's version name.
-        user_ids, movie_ids: int64 ascending external ids of the embedding rows.
+        version, meta: the artifact's version name and meta.json.
+        users, movies: the id -> row maps of the embedding rows.
+        user_emb (n_users, k), movie_emb (n_movies, k), user_bias, movie_bias: the rating head.
+        baseline_user_bias, baseline_movie_bias, global_mean: the no-factor baseline terms.
+        y_range: (lo, hi) of the sigmoid; scale: (min, max) a served rating is clipped to.
     """
 
     def __init__(self, artifact: Artifact, popularity_weight: float = 0.5) -> None:
-        weights = artifact.weights
+        weights, meta = artifact.weights, artifact.meta
         self.artifact = artifact
-        self.version = artifact.version
-        self.meta = artifact.meta
-        self.user_ids = artifact.user_ids
-        self.movie_ids = artifact.movie_ids
+        self.version: str = artifact.version
+        self.meta = meta
+        self.users = IdIndex(artifact.user_ids)
+        self.movies = IdIndex(artifact.movie_ids)
         self.user_emb = weights["user_emb"]
         self.movie_emb = weights["movie_emb"]
         self.user_bias = weights["user_bias"]
         self.movie_bias = weights["movie_bias"]
         self.baseline_user_bias = weights["baseline_user_bias"]
         self.baseline_movie_bias = weights["baseline_movie_bias"]
-        self.global_mean = float(artifact.meta["global_mean"])
-        self.y_lo, self.y_hi = (float(v) for v in artifact.meta["y_range"])
-        scale = artifact.meta.get("rating_scale", {})
-        self.rating_min = float(scale.get("min", self.y_lo))
-        self.rating_max = float(scale.get("max", self.y_hi))
-        self.popularity_boost = popularity_weight * weights["movie_popularity"]
-        hyper = artifact.meta.get("hyper_parameters", {})
+        self.global_mean = float(meta["global_mean"])
+        y_lo, y_hi = (float(v) for v in meta["y_range"])
+        self.y_range = (y_lo, y_hi)
+        scale = meta.get("rating_scale", {})
+        self.scale = (float(scale.get("min", y_lo)), float(scale.get("max", y_hi)))
+        self.popularity_boost = (popularity_weight * weights["movie_popularity"]).astype(np.float32)
+        hyper = meta.get("hyper_parameters", {})
         self.weight_decay = float(hyper.get("weight_decay", 0.1))
         self.frequency_power = float(hyper.get("frequency_power", 0.0))
-        self.mean_user_ratings = artifact.meta.get("n_ratings", len(self.user_ids)) / max(
-            len(self.user_ids), 1
-        )
-        self._movie_norms = np.linalg.norm(self.movie_emb, axis=1)
+        self.mean_user_ratings = (meta.get("n_ratings") or len(self.users)) / max(len(self.users), 1)
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        return self.users.ids
+
+    @property
+    def movie_ids(self) -> np.ndarray:
+        return self.movies.ids
 
     @property
     def n_users(self) -> int:
-        return len(self.user_ids)
+        return len(self.users)
 
     @property
     def n_movies(self) -> int:
-        return len(self.movie_ids)
+        return len(self.movies)
 
-    def user_rows(self, ids: np.ndarray | list[int]) -> np.ndarray:
-        """int64 rows of external user ids, UNKNOWN (-1) where the model has no such user."""
-        return _rows_of(self.user_ids, ids)
-
-    def movie_rows(self, ids: np.ndarray | list[int]) -> np.ndarray:
-        """int64 rows of external movie ids, UNKNOWN (-1) where the model has no such movie."""
-        return _rows_of(self.movie_ids, ids)
-
-    def squash(self, scores: np.ndarray) -> np.ndarray:
-        """The model's sigmoid onto y_range, clipped to the rating scale, in float32.
-
-        y_range is a step wider than the scale (so that its ends are reachable during training);
-        a served rating never leaves the scale.
-        """
-        scores = np.asarray(scores, dtype=np.float32)
-        with np.errstate(over="ignore"):
-            squashed = (self.y_hi - self.y_lo) / (1 + np.exp(-scores)) + self.y_lo
-        return np.clip(squashed, self.rating_min, self.rating_max)
+    # --- the rating head ---
 
     def pairs(self, user_rows: np.ndarray, movie_rows: np.ndarray) -> np.ndarray:
-        """Row-wise: float32 (n,) ratings of the pairs (user_rows[i], movie_rows[i])."""
-        dots = np.einsum("ij,ij->i", self.user_emb[user_rows], self.movie_emb[movie_rows])
-        return self.squash(dots + self.user_bias[user_rows] + self.movie_bias[movie_rows])
+        """Row-wise: float32 (n,) served ratings of model users' pairs (user_rows[i], movie_rows[i])."""
+        return self.pair_ratings(self.user_emb[user_rows], self.user_bias[user_rows], movie_rows)
 
-    def matrix(self, user_rows: np.ndarray, movie_rows: np.ndarray) -> np.ndarray:
-        """One matrix product: float32 (P, Q) ratings, [i, j] for (user_rows[i], movie_rows[j])."""
-        scores = self.user_emb[user_rows] @ self.movie_emb[movie_rows].T
-        scores += self.user_bias[user_rows, None]
-        scores += self.movie_bias[None, movie_rows]
-        return self.squash(scores)
+    def pair_ratings(self, vectors: np.ndarray, biases: np.ndarray, movie_rows: np.ndarray) -> np.ndarray:
+        """Row-wise: float32 (n,) served ratings of users given by their terms (n, k) and (n,)."""
+        scores = scoring.pair_scores(vectors, biases, self.movie_emb[movie_rows], self.movie_bias[movie_rows])
+        return scoring.served_ratings(scores, self.y_range, self.scale, in_place=True)
 
-    def explain(self, user_row: int, movie_row: int) -> dict:
-        """The parts of one score: biases, per-factor products and their sum, before the sigmoid."""
-        products = self.user_emb[user_row] * self.movie_emb[movie_row]
-        return {
-            "user_bias": float(self.user_bias[user_row]),
-            "movie_bias": float(self.movie_bias[movie_row]),
-            "dot_product": float(products.sum()),
-            "factor_products": products.tolist(),
-            "y_range": [self.y_lo, self.y_hi],
-        }
+    def matrix(self, user_rows: np.ndarray, movie_rows: np.ndarray | None = None) -> np.ndarray:
+        """float32 (P, Q) served ratings of model users x movies (None: every movie)."""
+        return self.ratings_matrix(self.user_emb[user_rows], self.user_bias[user_rows], movie_rows)
 
-    def all_movie_ratings(self, user_row: int) -> np.ndarray:
-        """float32 (n_movies,) ratings of every movie for one known user."""
-        return self.matrix(np.array([user_row]), np.arange(self.n_movies))[0]
-
-    def folded_movie_ratings(self, user: FoldedUser) -> np.ndarray:
-        """float32 (n_movies,) ratings of every movie for a folded-in user."""
-        return self.squash(self.movie_emb @ user.vector + user.bias + self.movie_bias)
-
-    def baseline(self, movie_rows: np.ndarray, user_offset: float = 0.0) -> np.ndarray:
-        """Global mean + damped movie bias (+ a user offset), clipped to the scale: no personal factors."""
-        values = self.global_mean + self.baseline_movie_bias[movie_rows] + user_offset
-        return np.clip(values, self.rating_min, self.rating_max).astype(np.float32)
-
-    def user_baseline(self, user_row: int) -> float:
-        """Global mean + the user's damped bias: the guess for a movie the model does not know."""
-        return self.clip(self.global_mean + float(self.baseline_user_bias[user_row]))
-
-    def clip(self, value: float) -> float:
-        return float(min(max(value, self.rating_min), self.rating_max))
-
-    def popular_scores(self) -> np.ndarray:
-        """(n_movies,) damped mean rating of every movie: the ranking for a user with no ratings."""
-        return self.global_mean + self.baseline_movie_bias
-
-    def ranking_scores(self, ratings: np.ndarray) -> np.ndarray:
-        """What top-N lists sort by: predicted ratings (..., n_movies) plus a popularity prior.
-
-        Predicted ratings alone favour movies with few, glowing ratings; adding
-        popularity_weight * log(1 + ratings) ranks what people actually rate highly (BENCHMARKS.md).
-        """
-        return ratings + self.popularity_boost
-
-    def top_rows(self, scores: np.ndarray, k: int, exclude_rows: np.ndarray | None = None) -> np.ndarray:
-        """Rows of the k highest `scores`, best first, never one of `exclude_rows`."""
-        scores = np.array(scores, dtype=np.float32)
-        if exclude_rows is not None and len(exclude_rows):
-            scores[exclude_rows] = -np.inf
-        k = min(k, int(np.isfinite(scores).sum()))
-        if k <= 0:
-            return np.empty(0, dtype=np.int64)
-        top = np.argpartition(-scores, k - 1)[:k]
-        return top[np.argsort(-scores[top], kind="stable")]
-
-    def similar(self, movie_row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k movies nearest `movie_row` by cosine similarity of embeddings: (rows, similarities)."""
-        norms = self._movie_norms * self._movie_norms[movie_row]
-        cosine = (self.movie_emb @ self.movie_emb[movie_row]) / np.where(norms > 0, norms, 1)
-        rows = self.top_rows(cosine, k, exclude_rows=np.array([movie_row]))
-        return rows, cosine[rows]
+    def ratings_matrix(
+        self, vectors: np.ndarray, biases: np.ndarray, movie_rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """float32 (P, Q) served ratings of users given by their terms (P, k) and (P,), against
+        `movie_rows` (None: every movie, without copying the movie table): one matrix product."""
+        movie_emb, movie_bias = self.movie_emb, self.movie_bias
+        if movie_rows is not None:
+            movie_emb, movie_bias = movie_emb[movie_rows], movie_bias[movie_rows]
+        scores = scoring.matrix_scores(vectors, biases, movie_emb.T, movie_bias)
+        return scoring.served_ratings(scores, self.y_range, self.scale, in_place=True)
 
     def fold_in(self, movie_rows: np.ndarray, ratings: np.ndarray) -> FoldedUser:
-        """Place a new user from their ratings of known movies, movie embeddings held fixed.
-
-        A ridge regression in the model's pre-sigmoid space: the target for each rated movie is
-        `logit((r - lo) / (hi - lo)) - b_m`, the features are the movie's embedding and a constant
-        (the user's bias). The ridge is the training penalty this user would have had
-        (see `fold_in_ridge`), so a folded-in user is shrunk as a trained one would be.
-        """
-        fraction = (np.asarray(ratings, np.float64) - self.y_lo) / (self.y_hi - self.y_lo)
-        fraction = np.clip(fraction, LOGIT_EPS, 1 - LOGIT_EPS)
-        target = np.log(fraction / (1 - fraction)) - self.movie_bias[movie_rows]
-        features = np.hstack([self.movie_emb[movie_rows], np.ones((len(movie_rows), 1))]).astype(np.float64)
-        # the bias is shrunk like the factors: one 5-star rating must not make every movie 5 stars
-        ridge = self.fold_in_ridge(len(movie_rows)) * np.eye(features.shape[1])
-        solution = np.linalg.solve(features.T @ features + ridge, features.T @ target)
-        residual = np.asarray(ratings) - self.global_mean - self.baseline_movie_bias[movie_rows]
-        return FoldedUser(
-            vector=solution[:-1].astype(np.float32),
-            bias=float(solution[-1]),
-            baseline_bias=float(residual.sum() / (len(residual) + 15.0)),
+        """Place a new user from their ratings of known movies, the movie side held fixed; the
+        ridge is the training penalty such a user would have had (`fold_in_ridge`)."""
+        vector, bias = scoring.fold_in_rating(
+            self.movie_emb[movie_rows],
+            self.movie_bias[movie_rows],
+            ratings,
+            self.y_range,
+            self.fold_in_ridge(len(movie_rows)),
         )
+        residual = np.asarray(ratings) - self.global_mean - self.baseline_movie_bias[movie_rows]
+        return FoldedUser(vector, bias, scoring.damped_mean(residual, USER_BASELINE_DAMPING))
 
     def fold_in_ridge(self, n_ratings: int) -> float:
         """The L2 weight training puts on a user with n ratings, moved into pre-sigmoid units.
 
         Per epoch training adds `weight_decay * (mean / n) ** power * n * |u|^2` for such a
         user against the squared rating errors; a score error e moves the rating by about
-        e * (hi - lo) / 4 (the sigmoid's slope at its middle), hence the division.
+        e * (hi - lo) / 4 (the sigmoid's slope at its middle), hence the division. A model
+        trained without weight decay still gets a small ridge: the system must stay solvable
+        for a user with fewer ratings than factors.
         """
         scaled = self.weight_decay * self.mean_user_ratings**self.frequency_power
-        return scaled * n_ratings ** (1 - self.frequency_power) / ((self.y_hi - self.y_lo) / 4) ** 2
+        ridge = (
+            scaled * n_ratings ** (1 - self.frequency_power) / ((self.y_range[1] - self.y_range[0]) / 4) ** 2
+        )
+        return max(ridge, MIN_FOLD_IN_RIDGE)
+
+    # --- baselines and ranking ---
+
+    def baseline(self, movie_rows: np.ndarray, user_offset: float = 0.0) -> np.ndarray:
+        """Global mean + damped movie bias (+ a user's offset), clipped: no personal factors."""
+        return scoring.clip(self.global_mean + self.baseline_movie_bias[movie_rows] + user_offset, self.scale)
+
+    def user_baselines(self, user_offsets: np.ndarray) -> np.ndarray:
+        """Global mean + users' damped biases, clipped: the guess for a movie the model lacks."""
+        return scoring.clip(self.global_mean + np.asarray(user_offsets, dtype=np.float64), self.scale)
+
+    def user_baseline(self, user_offset: float) -> float:
+        return float(self.user_baselines(np.array([user_offset]))[0])
+
+    def popular_scores(self) -> np.ndarray:
+        """(n_movies,) damped mean rating of every movie: the ranking for a user with no ratings."""
+        return self.global_mean + self.baseline_movie_bias
+
+    def ranking_scores(self, ratings: np.ndarray) -> np.ndarray:
+        """What top-N lists sort by: served ratings (..., n_movies) plus a popularity prior.
+
+        Predicted ratings alone favour movies with few, glowing ratings; adding
+        popularity_weight * log(1 + ratings) ranks what people actually rate highly (BENCHMARKS.md).
+        """
+        return ratings + self.popularity_boost
 
 
-def _rows_of(sorted_ids: np.ndarray, ids: np.ndarray | list[int]) -> np.ndarray:
-    ids = np.asarray(ids, dtype=np.int64)
-    if len(sorted_ids) == 0:
-        return np.full(ids.shape, UNKNOWN, dtype=np.int64)
-    rows = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-    return np.where(sorted_ids[rows] == ids, rows, UNKNOWN).astype(np.int64)
+MIN_FOLD_IN_RIDGE = 1e-3

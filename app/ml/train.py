@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -274,10 +273,3 @@ def make_optimizer(model: DotProductBias, config: TrainConfig) -> torch.optim.Op
     if config.sparse:
         return torch.optim.SparseAdam(list(model.parameters()), lr=config.lr)
     return torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
-
-
-if __name__ == "__main__":
-    # `torchrun -m app.ml.train ARGS` runs `dotrec train ARGS` in every rank.
-    from app.cli import app
-
-    app(["train", *sys.argv[1:]])

@@ -94,7 +94,7 @@ def api_settings(**overrides: object) -> Settings:
 
 def train_model(data: Data, models_dir: Path, seed: int = 0, epochs: int = 3) -> Path:
     """Train a tiny model on `data` into `models_dir` (torch is imported here, in the tests only)."""
-    from app.ml.jobs import train_and_save
+    from app.jobs.training import train_and_save
     from app.ml.train import TrainConfig
 
     training = TrainingSet.from_arrays(data.users, data.movies, data.ratings, data.timestamps)

@@ -321,7 +321,7 @@ def add_damaged_version(models_dir: Path, damage: Damage) -> None:
 def logged(caplog: pytest.LogCaptureFixture, *fragments: str) -> bool:
     """Whether one warning or error of the service's logger holds every fragment."""
     return any(
-        record.name == "dotrec.api"
+        record.name.startswith("dotrec.")
         and record.levelno >= logging.WARNING
         and all(fragment in record.getMessage() for fragment in fragments)
         for record in caplog.records
@@ -354,7 +354,7 @@ def test_a_bad_version_is_refused_and_the_previous_model_keeps_serving(
     damage: Damage,
     problem: str,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="dotrec.api")
+    caplog.set_level(logging.INFO, logger="dotrec")
     # two good versions, so that "the newest good one" after a restart is not merely the only one
     good = add_version(models_dir)
     client = make_client()
@@ -397,7 +397,7 @@ def test_with_only_a_bad_version_the_service_starts_unready_and_ratings_work(
     damage: Damage,
     problem: str,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="dotrec.api")
+    caplog.set_level(logging.INFO, logger="dotrec")
     good = current_version_dir(models_dir)
     add_damaged_version(models_dir, damage)
     shutil.rmtree(good)

@@ -23,7 +23,7 @@ def test_predict_known_user_uses_the_model_and_explains_the_score(client: TestCl
     body = response.json()
     model = model_of(client)
     predictor = model.predictor
-    expected = float(predictor.pairs(predictor.user_rows([1]), predictor.movie_rows([2]))[0])
+    expected = float(predictor.pairs(predictor.users.rows([1]), predictor.movies.rows([2]))[0])
     assert body["strategy"] == "model"
     assert body["movie_in_model"] is True
     assert body["model_version"] == model.version
@@ -42,7 +42,7 @@ def test_predict_known_user_uses_the_model_and_explains_the_score(client: TestCl
 def test_predict_strategies_for_unknown_users_and_movies(client: TestClient) -> None:
     model = model_of(client)
     predictor = model.predictor
-    movie_row = int(predictor.movie_rows([2])[0])
+    movie_row = int(predictor.movies.rows([2])[0])
 
     cold = client.get(f"/predict/{NEW_USER}/2").json()
     assert cold["strategy"] == "baseline"
@@ -53,12 +53,13 @@ def test_predict_strategies_for_unknown_users_and_movies(client: TestClient) -> 
     outside = client.get(f"/predict/1/{CATALOG_ONLY[0]}").json()
     assert outside["strategy"] == "user_baseline"
     assert outside["movie_in_model"] is False
-    user_row = int(predictor.user_rows([1])[0])
-    assert outside["rating"] == pytest.approx(predictor.user_baseline(user_row), abs=1e-6)
+    user_row = int(predictor.users.rows([1])[0])
+    offset = float(predictor.baseline_user_bias[user_row])
+    assert outside["rating"] == pytest.approx(predictor.user_baseline(offset), abs=1e-6)
 
     both = client.get(f"/predict/{NEW_USER}/{CATALOG_ONLY[0]}").json()
     assert both["strategy"] == "user_baseline"
-    assert both["rating"] == pytest.approx(predictor.clip(predictor.global_mean), abs=1e-6)
+    assert both["rating"] == pytest.approx(float(np.clip(predictor.global_mean, *predictor.scale)), abs=1e-6)
 
 
 def test_predict_errors_name_the_problem(client: TestClient) -> None:

@@ -13,8 +13,9 @@ from api_support import CATALOG_ONLY, NEW_USER, ClientMaker, Data
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from app.api.model_store import CandidateCache, ListCache
 from app.db.repository import upsert_rating
+from app.ml import scoring
+from app.serving.caches import CandidateCache, ListCache
 
 
 def test_known_user_gets_best_first_unrated_movies(client: TestClient, data: Data) -> None:
@@ -31,10 +32,10 @@ def test_known_user_gets_best_first_unrated_movies(client: TestClient, data: Dat
     assert all(item["title"].startswith(f"Movie {item['movie_id']} ") for item in items)
 
     predictor = model.predictor
-    row = int(predictor.user_rows([1])[0])
+    row = int(predictor.users.rows([1])[0])
     ratings = predictor.matrix(np.array([row]), np.arange(predictor.n_movies))[0]
     ranking = predictor.ranking_scores(ratings)
-    ranking[predictor.movie_rows(sorted(rated))] = -np.inf
+    ranking[predictor.movies.rows(sorted(rated))] = -np.inf
     expected = predictor.movie_ids[np.argsort(-ranking, kind="stable")[:5]].tolist()
     assert [item["movie_id"] for item in items] == expected
     for item in items:
@@ -48,7 +49,7 @@ def test_known_user_gets_best_first_unrated_movies(client: TestClient, data: Dat
     assert client.get("/recommendations/1", params={"k": 5}).json() == body
     assert len(model.candidates) == 1
     longer = model.candidates.get(row)
-    assert len(longer[0]) >= 5 + len(rated)
+    assert len(longer.rows) >= 5 + len(rated)
     assert client.get("/recommendations/1", params={"k": 5}).json() == body
     assert model.candidates.get(row) is longer
 
@@ -98,10 +99,11 @@ def test_new_visitor_popular_then_fold_in_then_cache_invalidated(client: TestCli
     assert 3 not in {item["movie_id"] for item in folded["items"]}
     first = client.get(f"/predict/{NEW_USER}/1").json()
     assert first["strategy"] == "fold_in"
-    expected = predictor.fold_in(predictor.movie_rows([3]), np.array([5.0], np.float32))
-    score = float(predictor.movie_emb[predictor.movie_rows([1])[0]] @ expected.vector) + expected.bias
-    score += float(predictor.movie_bias[predictor.movie_rows([1])[0]])
-    assert first["rating"] == pytest.approx(float(predictor.squash(np.float32(score))), abs=2e-5)
+    expected = predictor.fold_in(predictor.movies.rows([3]), np.array([5.0], np.float32))
+    score = float(predictor.movie_emb[predictor.movies.rows([1])[0]] @ expected.vector) + expected.bias
+    score += float(predictor.movie_bias[predictor.movies.rows([1])[0]])
+    served = scoring.served_ratings(np.array([score], np.float32), predictor.y_range, predictor.scale)
+    assert first["rating"] == pytest.approx(float(served[0]), abs=2e-5)
     assert len(model.fold_cache) == 1
 
     client.post("/ratings", json={"user_id": NEW_USER, "movie_id": 4, "rating": 0.5})
@@ -136,7 +138,8 @@ def test_similar_movies(client: TestClient) -> None:
     items = body["items"]
     assert len(items) == 4 and 1 not in {item["movie_id"] for item in items}
     predictor = client.app.state.dotrec.store.current.predictor
-    rows, similarities = predictor.similar(int(predictor.movie_rows([1])[0]), 4)
+    norms = scoring.row_norms(predictor.movie_emb)
+    rows, similarities = scoring.cosine_neighbours(predictor.movie_emb, norms, predictor.movies.row(1), 4)
     assert [item["movie_id"] for item in items] == predictor.movie_ids[rows].tolist()
     np.testing.assert_allclose([item["similarity"] for item in items], similarities, atol=1e-5)
     similarity = [item["similarity"] for item in items]
@@ -155,9 +158,9 @@ def test_popularity_weight_setting_changes_the_ranking(make_client: ClientMaker,
     model = client.app.state.dotrec.store.current
     predictor = model.predictor
     assert not predictor.popularity_boost.any()
-    row = int(predictor.user_rows([4])[0])
+    row = int(predictor.users.rows([4])[0])
     ratings = predictor.matrix(np.array([row]), np.arange(predictor.n_movies))[0]
-    ratings[predictor.movie_rows(sorted(data.rated_by(4)))] = -np.inf
+    ratings[predictor.movies.rows(sorted(data.rated_by(4)))] = -np.inf
     expected = predictor.movie_ids[np.argsort(-ratings, kind="stable")[:5]].tolist()
     items = client.get("/recommendations/4", params={"k": 5}).json()["items"]
     assert [item["movie_id"] for item in items] == expected
@@ -171,14 +174,20 @@ def test_a_failed_inline_read_is_retried_in_the_thread_pool(
     if not reads.inline:
         return  # PostgreSQL reads always go through the thread pool: nothing to retry
 
+    assert client.get("/recommendations/1").status_code == 200  # opens the inline connection
+    cursor = reads._cursor
+
     class Busy:
-        def execute(self, *args: object) -> None:
+        """The version check answers; the read itself finds the database locked."""
+
+        def execute(self, sql: str, *args: object) -> object:
+            if sql == "PRAGMA data_version":
+                return cursor.execute(sql)
             raise sqlite3.OperationalError("database is locked")
 
-    assert client.get("/recommendations/1").status_code == 200  # opens the inline connection
     reads._cursor = Busy()
-    items = client.get("/recommendations/1", params={"k": 50}).json()["items"]
-    assert not set(data.rated_by(1)) & {item["movie_id"] for item in items}
+    items = client.get("/recommendations/2", params={"k": 50}).json()["items"]  # user 2: not kept yet
+    assert not set(data.rated_by(2)) & {item["movie_id"] for item in items}
     assert reads._cursor is None  # dropped; the next read opens a fresh connection
     # the dropped connection's short busy timeout went with it: none is back in the pool,
     # whose connections (the writes') keep the full one
@@ -196,19 +205,20 @@ def test_a_failed_inline_read_is_retried_in_the_thread_pool(
 def test_rated_movies_are_reread_after_any_commit(client: TestClient, data: Data, database_url: str) -> None:
     """SQLite keeps each user's rated movies while `PRAGMA data_version` stands still; a rating
     committed by another process must still be left out of the very next list."""
-    reads = client.app.state.dotrec.reads
+    state = client.app.state.dotrec
     first = client.get("/recommendations/3", params={"k": 5}).json()["items"]
     unrated = next(m for m in (item["movie_id"] for item in first) if m not in data.rated_by(3))
-    model = client.app.state.dotrec.store.current
-    if reads.inline:
-        assert len(reads.rated_cache) == 1
-        cached = reads.rated_cache.get(3, reads._cursor.execute("PRAGMA data_version").fetchone()[0])
+    model = state.store.current
+    version = state.reads.ratings_version()
+    if state.reads.inline:
+        assert version is not None and len(state.rated) == 1
+        cached = state.rated._cache.get((3, version))
         assert cached is not None and set(cached.tolist()) == set(data.rated_by(3))
-        row, revision = model.user_index[3], model.view().revision
-        assert model.lists.get((row, 5, None), cached, revision) == first, "the finished list is kept"
+        key = (model.predictor.users.row(3), 5, "", version, model.view().revision)
+        assert model.lists.get(key) == first, "the finished list is kept"
         assert client.get("/recommendations/3", params={"k": 5}).json()["items"] == first
     else:
-        assert len(reads.rated_cache) == 0  # PostgreSQL reads every time
+        assert version is None and len(state.rated) == 0  # PostgreSQL reads every time
 
     insert = (
         "import sqlalchemy as sa, sys; e = sa.create_engine(sys.argv[1]);"

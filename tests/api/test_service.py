@@ -14,9 +14,10 @@ import pytest
 from api_support import API_KEY, NEW_USER, ClientMaker, add_corrupt_version, add_version, api_settings
 from fastapi.testclient import TestClient
 
-from app.api import deps, model_store
+from app.api import deps
 from app.api.main import create_app
 from app.db.schema import SchemaOutOfDate
+from app.serving import store as model_store
 
 
 def test_health_ready_model(client: TestClient) -> None:

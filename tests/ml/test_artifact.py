@@ -9,6 +9,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from app.config import Settings
+from app.jobs.training import train_and_save
 from app.ml.artifact import (
     CURRENT_LINK,
     ArtifactError,
@@ -16,7 +17,6 @@ from app.ml.artifact import (
     load_artifact,
     save_artifact,
 )
-from app.ml.jobs import train_and_save
 from app.ml.predictor import Predictor
 from app.ml.train import TrainConfig
 

@@ -14,8 +14,8 @@ from safetensors.numpy import load_file, save_file
 
 from app.config import Settings
 from app.data.training_set import TrainingSet
+from app.jobs.training import train_and_save
 from app.ml.artifact import TENSOR_SHAPES, WEIGHTS_FILE, ArtifactError, load_artifact
-from app.ml.jobs import train_and_save
 from app.ml.predictor import Predictor
 from app.ml.train import TrainConfig
 

@@ -7,8 +7,9 @@ from app.config import Settings
 from app.data.movielens import read_ratings_set
 from app.data.synth import PRESETS, write_synthetic
 from app.data.training_set import TrainingSet
+from app.jobs.evaluation import evaluate_folds
+from app.jobs.training import train_and_save
 from app.ml.artifact import load_artifact
-from app.ml.jobs import evaluate_folds, train_and_save
 from app.ml.predictor import Predictor
 from app.ml.train import TrainConfig
 

@@ -2,9 +2,11 @@ import numpy as np
 import pytest
 
 from app.config import Settings
+from app.jobs.training import train_and_save
+from app.ml import scoring
 from app.ml.artifact import load_artifact
-from app.ml.jobs import train_and_save
-from app.ml.predictor import UNKNOWN, Predictor
+from app.ml.ids import UNKNOWN
+from app.ml.predictor import Predictor
 from app.ml.train import TrainConfig
 
 
@@ -17,12 +19,14 @@ def predictor(planted, tmp_path_factory) -> Predictor:
 
 
 def test_ids_map_to_rows_and_unknown_ids_to_minus_one(predictor) -> None:
-    rows = predictor.user_rows([1, 300, 301, 0, 10**12])
-    assert rows.tolist() == [0, 299, UNKNOWN, UNKNOWN, UNKNOWN]
-    assert predictor.movie_rows([200, 1]).tolist() == [199, 0]
+    rows = predictor.users.rows([1, 300, 301, 0, -5, 10**12])
+    assert rows.tolist() == [0, 299, UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN]
+    assert predictor.movies.rows([200, 1]).tolist() == [199, 0]
+    assert predictor.users.row(300) == 299 and predictor.users.row(301) is None
+    assert 1 in predictor.movies and 10**12 not in predictor.movies
 
 
-def test_pairs_single_and_matrix_agree(predictor) -> None:
+def test_pairs_matrix_and_user_terms_agree(predictor) -> None:
     users = np.array([0, 5, 17, 299])
     movies = np.array([3, 0, 199, 42, 8])
     matrix = predictor.matrix(users, movies)
@@ -30,31 +34,16 @@ def test_pairs_single_and_matrix_agree(predictor) -> None:
     user_grid, movie_grid = np.meshgrid(users, movies, indexing="ij")
     pairs = predictor.pairs(user_grid.ravel(), movie_grid.ravel()).reshape(4, 5)
     np.testing.assert_allclose(matrix, pairs, rtol=1e-6, atol=1e-5)
-    np.testing.assert_allclose(predictor.all_movie_ratings(17)[movies], matrix[2], rtol=1e-6, atol=1e-5)
-
-
-def test_explain_adds_up_to_the_prediction(predictor) -> None:
-    parts = predictor.explain(4, 9)
-    score = parts["dot_product"] + parts["user_bias"] + parts["movie_bias"]
-    assert abs(sum(parts["factor_products"]) - parts["dot_product"]) < 1e-5
-    assert predictor.squash(np.float32(score)) == pytest.approx(predictor.pairs([4], [9])[0], abs=1e-5)
-
-
-def test_top_rows_are_best_first_and_skip_excluded(predictor) -> None:
-    scores = predictor.all_movie_ratings(0)
-    top = predictor.top_rows(scores, 10, exclude_rows=np.argsort(-scores)[:3])
-    assert len(top) == 10
-    assert (np.diff(scores[top]) <= 0).all()
-    np.testing.assert_array_equal(top, np.argsort(-scores)[3:13])
-    assert len(predictor.top_rows(scores, 10**9)) == predictor.n_movies
-
-
-def test_similar_movies_are_ranked_by_cosine_and_exclude_the_movie(predictor) -> None:
-    rows, similarity = predictor.similar(7, 5)
-    assert 7 not in rows and (np.diff(similarity) <= 1e-7).all()
-    emb = predictor.movie_emb
-    expected = emb @ emb[7] / (np.linalg.norm(emb, axis=1) * np.linalg.norm(emb[7]))
-    np.testing.assert_allclose(similarity, expected[rows], rtol=1e-5)
+    every_movie = predictor.ratings_matrix(predictor.user_emb[users], predictor.user_bias[users])
+    np.testing.assert_allclose(every_movie[:, movies], matrix, rtol=1e-6, atol=1e-5)
+    # the formula, written out
+    score = (
+        predictor.user_emb[17] @ predictor.movie_emb[42] + predictor.user_bias[17] + predictor.movie_bias[42]
+    )
+    lo, hi = predictor.y_range
+    expected = np.clip(lo + (hi - lo) / (1 + np.exp(-score)), *predictor.scale)
+    assert matrix[2, 3] == pytest.approx(expected, abs=1e-5)
+    assert ((matrix >= predictor.scale[0]) & (matrix <= predictor.scale[1])).all()
 
 
 def test_fold_in_places_a_known_user_close_to_their_learnt_ratings(predictor, planted) -> None:
@@ -63,12 +52,19 @@ def test_fold_in_places_a_known_user_close_to_their_learnt_ratings(predictor, pl
     for user in range(0, 300, 30):
         mine = data.user_rows == user
         folded = predictor.fold_in(data.movie_rows[mine], data.ratings[mine])
-        folded_scores = predictor.folded_movie_ratings(folded)
-        learnt = predictor.all_movie_ratings(user)
+        folded_scores = predictor.ratings_matrix(folded.vector[None], np.array([folded.bias]))[0]
+        learnt = predictor.matrix(np.array([user]))[0]
         errors.append(np.sqrt(np.mean((folded_scores - planted.truth[user]) ** 2)))
         learnt_errors.append(np.sqrt(np.mean((learnt - planted.truth[user]) ** 2)))
         assert np.corrcoef(folded_scores, learnt)[0, 1] > 0.95
     assert np.mean(errors) < np.mean(learnt_errors) * 1.5
+
+
+def test_fold_in_stays_solvable_without_weight_decay(predictor, monkeypatch) -> None:
+    """`dotrec train --wd 0`: a user with fewer ratings than factors still gets a finite answer."""
+    monkeypatch.setattr(predictor, "weight_decay", 0.0)
+    folded = predictor.fold_in(np.array([3, 7]), np.array([4.0, 2.0], np.float32))
+    assert np.isfinite(folded.vector).all() and np.isfinite(folded.bias)
 
 
 def test_baseline_is_mean_plus_movie_bias_clipped_to_the_scale(predictor) -> None:
@@ -77,3 +73,12 @@ def test_baseline_is_mean_plus_movie_bias_clipped_to_the_scale(predictor) -> Non
     expected = np.clip(predictor.global_mean + predictor.baseline_movie_bias, 0.5, 5.0)
     np.testing.assert_allclose(baseline, expected, rtol=1e-6)
     assert predictor.popular_scores().argmax() == predictor.baseline_movie_bias.argmax()
+    assert predictor.user_baseline(100.0) == predictor.scale[1]
+    assert predictor.user_baseline(-100.0) == predictor.scale[0]
+
+
+def test_ranking_scores_add_the_popularity_prior(predictor) -> None:
+    ratings = predictor.matrix(np.array([0]))[0]
+    boost = predictor.ranking_scores(ratings) - ratings
+    np.testing.assert_allclose(boost, 0.5 * predictor.artifact.weights["movie_popularity"], rtol=1e-6)
+    assert scoring.top_k(predictor.ranking_scores(ratings), 1)[0] == np.argmax(ratings + boost)

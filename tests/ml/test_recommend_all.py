@@ -16,10 +16,11 @@ from app.data.training_set import TrainingSet
 from app.db.repository import RatingRow, create_movie, upsert_ratings
 from app.db.schema import upgrade
 from app.db.session import make_engine
+from app.jobs.recommend_all import run_recommend_all
+from app.jobs.training import train_and_save
 from app.ml.artifact import ArtifactError, load_artifact
-from app.ml.jobs import train_and_save
 from app.ml.predictor import Predictor
-from app.ml.recommend_all import recommend_all, run_recommend_all
+from app.ml.recommend_all import recommend_all
 from app.ml.recommendations_table import SCHEMA, load_recommendations
 from app.ml.train import TrainConfig
 
@@ -70,7 +71,7 @@ def rated(model) -> TrainingSet:
 
 def rated_rows_of(predictor: Predictor, rated: TrainingSet, user_id: int) -> np.ndarray:
     mine = rated.user_ids[rated.user_rows] == user_id
-    rows = predictor.movie_rows(rated.movie_ids[rated.movie_rows[mine]])
+    rows = predictor.movies.rows(rated.movie_ids[rated.movie_rows[mine]])
     return rows[rows >= 0]
 
 
@@ -87,11 +88,13 @@ def test_every_users_list_is_the_predictors_top_n(model, rated, tmp_path) -> Non
     for row in range(predictor.n_users):
         user_id = int(predictor.user_ids[row])
         excluded = rated_rows_of(predictor, rated, user_id)
-        ratings = predictor.all_movie_ratings(row)
+        ratings = predictor.matrix(np.array([row]))[0]
         scores = predictor.ranking_scores(ratings)
-        expected = predictor.top_rows(scores, K, exclude_rows=excluded)
+        allowed = scores.copy()
+        allowed[excluded] = -np.inf
+        expected = np.argsort(-allowed, kind="stable")[: min(K, int(np.isfinite(allowed).sum()))]
         mine = columns["user_id"] == user_id
-        got = predictor.movie_rows(columns["movie_id"][mine])
+        got = predictor.movies.rows(columns["movie_id"][mine])
         assert len(got) == len(expected), user_id
         assert (got >= 0).all() and not np.isin(got, excluded).any() and len(set(got)) == len(got)
         np.testing.assert_array_equal(columns["rank"][mine], np.arange(1, len(got) + 1))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 
 from app.api.deps import ApiKey, State
-from app.api.model_store import ModelRefused
 from app.api.routes.common import AUTH
 from app.api.schemas import ErrorOut, ReloadOut
+from app.serving.serving_model import ModelRefused
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[ApiKey])
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the routes: catalog checks, user resolution, scale checks, error bodies."""
+"""Helpers shared by the routes: catalog checks, scale checks, error bodies."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import numpy as np
 from fastapi import HTTPException
 
 from app.api.deps import AppState
-from app.api.model_store import ServingModel
 from app.api.schemas import ErrorOut
-from app.api.strategies import MODEL, UserState, resolve_user
 from app.config import Settings
 from app.db.repository import movies_exist
 
@@ -76,31 +74,6 @@ def ensure_all_in_catalog(state: AppState, movie_ids: np.ndarray) -> None:
     missing = set(unseen) - found
     if missing:
         raise movie_not_found(missing)
-
-
-async def user_state(state: AppState, model: ServingModel, user_id: int) -> UserState:
-    """How `user_id` is scored; reads their ratings only when the model does not know them."""
-    row = model.user_index.get(user_id)
-    if row is not None:
-        return UserState(user_id, MODEL, row)
-    return resolve_user(model, user_id, await state.reads.user_ratings(user_id))
-
-
-def user_states(state: AppState, model: ServingModel, user_ids: list[int]) -> dict[int, UserState]:
-    """Sync: the state of each distinct user, one query for all those the model lacks."""
-    states: dict[int, UserState] = {}
-    outside: list[int] = []
-    for user_id in user_ids:
-        row = model.user_index.get(user_id)
-        if row is None:
-            outside.append(user_id)
-        else:
-            states[user_id] = UserState(user_id, MODEL, row)
-    if outside:
-        ratings = state.reads.ratings_of_users(outside)
-        for user_id in outside:
-            states[user_id] = resolve_user(model, user_id, ratings.get(user_id))
-    return states
 
 
 def scale_errors(settings: Settings, ratings: Iterable[tuple[list[Any], float]]) -> list[dict]:

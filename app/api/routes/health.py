@@ -7,9 +7,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.api.deps import ModelDep, State
-from app.api.errors import UNAVAILABLE, database_problem
 from app.api.routes.common import error
 from app.api.schemas import HealthOut, ModelIdsOut, ModelOut, NotReadyOut, PrecomputedOut, ReadyOut
+from app.db.errors import UNAVAILABLE, database_problem
 from app.db.schema import SchemaOutOfDate, check_schema_current
 
 router = APIRouter(tags=["service"])
@@ -99,7 +99,7 @@ async def model_info(model: ModelDep) -> ModelOut:
         n_factors=int(meta["n_factors"]),
         n_ratings=meta.get("n_ratings"),
         global_mean=predictor.global_mean,
-        y_range=[predictor.y_lo, predictor.y_hi],
+        y_range=list(predictor.y_range),
         rating_scale={k: float(v) for k, v in meta.get("rating_scale", {}).items()},
         metrics=meta.get("metrics", {}),
         hyper_parameters=meta.get("hyper_parameters", {}),

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from app.api import strategies
 from app.api.deps import ApiKey, K, Limit, ModelDep, MovieIdPath, Offset, SessionDep, State
 from app.api.routes.common import AUTH, JSON_BODY, NOT_FOUND, UNAVAILABLE, ensure_in_catalog, error
 from app.api.schemas import MovieIn, MovieOut, MoviePage, SimilarItem, SimilarOut
 from app.db.repository import MovieExists, MovieRow, create_movie, get_movie, search_movies
 from app.db.session import write_transaction
+from app.serving.similar import similar_movies
 
 router = APIRouter(prefix="/movies", tags=["movies"])
 
@@ -23,7 +23,7 @@ def _out(movie: MovieRow, request: Request) -> MovieOut:
         title=movie.title,
         year=movie.year,
         genres=movie.genres,
-        in_model=None if model is None else movie.id in model.movie_index,
+        in_model=None if model is None else movie.id in model.predictor.movies,
     )
 
 
@@ -112,13 +112,12 @@ def add(body: MovieIn, request: Request, state: State, session: SessionDep) -> M
 async def similar(movie_id: MovieIdPath, state: State, model: ModelDep, k: K = 10) -> SimilarOut:
     """The k nearest catalog movies by cosine similarity of the model's movie embeddings."""
     await ensure_in_catalog(state, movie_id)
-    row = model.movie_index.get(movie_id)
+    row = model.predictor.movies.row(movie_id)
     if row is None:
         raise HTTPException(
             404, f"movie {movie_id} has no embedding in model {model.version} (added after training)"
         )
     items = [
-        SimilarItem(movie_id=i, title=t, similarity=round(s, 6))
-        for i, t, s in strategies.similar(model, row, k)
+        SimilarItem(movie_id=i, title=t, similarity=round(s, 6)) for i, t, s in similar_movies(model, row, k)
     ]
     return SimilarOut(movie_id=movie_id, model_version=model.version, items=items)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic_core import to_json
 
-from app.api.deps import AppState, no_model, path_id, path_id_doc, query_bool, query_doc
+from app.api.deps import ModelDep, MovieIdPath, State, UserIdPath
 from app.api.routes.common import (
     JSON_BODY,
     NOT_FOUND,
@@ -19,18 +19,18 @@ from app.api.routes.common import (
     ensure_in_catalog,
     error,
     round_ratings,
-    user_state,
-    user_states,
 )
 from app.api.schemas import MatrixIn, MatrixOut, PairsIn, PairsOut, PredictionOut
-from app.api.strategies import (
+from app.serving.batch import (
     PAIR_STRATEGIES,
     MatrixPlan,
+    UserBlock,
     model_users_block,
     pair_ratings,
-    predict_one,
     user_block,
 )
+from app.serving.predictions import predict_one
+from app.serving.users import read_user, read_users
 
 router = APIRouter(prefix="/predict", tags=["predictions"])
 
@@ -39,6 +39,9 @@ MAX_NPY_CELLS = 500_000_000
 """Largest matrix streamed as .npy (2 GB of float32); larger asks are a 413."""
 BAND_CELLS = 1 << 20
 """Cells computed and sent at a time when streaming a matrix (4 MiB of float32)."""
+
+
+Explain = Annotated[bool, Query(description="Add the biases, the dot product and the per-factor products.")]
 
 
 @router.get(
@@ -51,20 +54,10 @@ BAND_CELLS = 1 << 20
         422: error("An id is not a positive 64-bit integer, or explain is not a boolean."),
         **UNAVAILABLE,
     },
-    openapi_extra={
-        "parameters": [
-            path_id_doc("user_id", "user", 42),
-            path_id_doc("movie_id", "movie", 1),
-            query_doc(
-                "explain",
-                {"type": "boolean", "default": False},
-                "Add the biases, the dot product and the per-factor products.",
-                True,
-            ),
-        ]
-    },
 )
-async def predict(request: Request) -> Response:
+async def predict(
+    user_id: UserIdPath, movie_id: MovieIdPath, state: State, model: ModelDep, explain: Explain = False
+) -> dict:
     """The user's predicted rating of the movie and how it was made (`strategy`):
 
     - **model**: both are in the model;
@@ -72,28 +65,19 @@ async def predict(request: Request) -> Response:
     - **baseline**: the user has no ratings (a new visitor): global mean + the movie's bias;
     - **user_baseline**: the movie is not in the model yet: global mean + the user's bias.
     """
-    user_id = path_id(request, "user_id")
-    movie_id = path_id(request, "movie_id")
-    explain = query_bool(request, "explain", False)
-    state: AppState = request.app.state.dotrec
-    model = state.store.current
-    if model is None:
-        raise no_model(state)
     await ensure_in_catalog(state, movie_id)
-    user = await user_state(state, model, user_id)
+    user = await read_user(model, state.reads, user_id)
     prediction = predict_one(model, user, movie_id, explain)
     state.metrics.count_predictions("predict", prediction.strategy)
-    body = {
+    return {
         "user_id": user_id,
         "movie_id": movie_id,
         "rating": round(prediction.rating, 6),
         "model_version": model.version,
         "strategy": prediction.strategy,
         "movie_in_model": prediction.movie_in_model,
+        "explain": prediction.explain,
     }
-    if prediction.explain is not None:
-        body["explain"] = prediction.explain
-    return Response(to_json(body), media_type="application/json")
 
 
 @router.post(
@@ -102,32 +86,27 @@ async def predict(request: Request) -> Response:
     summary="Predict many (user, movie) pairs",
     responses={**NOT_FOUND, **JSON_BODY, 422: error("Invalid ids."), **UNAVAILABLE},
 )
-def pairs(body: PairsIn, request: Request) -> Response:
+def pairs(body: PairsIn, state: State, model: ModelDep) -> dict:
     """Row-wise dot products for up to MAX_PAIRS (default 100,000) pairs; `ratings[i]` is what
     GET /predict gives for `pairs[i]`, with the same strategies. Any movie not in the catalog
     makes it a 404 naming it."""
-    state: AppState = request.app.state.dotrec
     cap = state.settings.max_pairs
     if len(body.pairs) > cap:
         raise HTTPException(413, f"{len(body.pairs):,} pairs in one request; the cap is {cap:,} (MAX_PAIRS)")
-    model = state.store.current
-    if model is None:
-        raise no_model(state)
     ids = np.array(body.pairs, dtype=np.int64).reshape(-1, 2)
     ensure_all_in_catalog(state, ids[:, 1])
     distinct, index = np.unique(ids[:, 0], return_inverse=True)
-    states = user_states(state, model, distinct.tolist())
+    states = read_users(model, state.reads, distinct.tolist())
     block = user_block(model, [states[u] for u in distinct.tolist()])
-    ratings, codes = pair_ratings(model, block, index.reshape(-1), model.predictor.movie_rows(ids[:, 1]))
+    ratings, codes = pair_ratings(model, block, index.reshape(-1), model.predictor.movies.rows(ids[:, 1]))
     for code, count in enumerate(np.bincount(codes, minlength=len(PAIR_STRATEGIES)).tolist()):
         if count:
             state.metrics.count_predictions("pairs", PAIR_STRATEGIES[code], count)
-    content = {
+    return {
         "model_version": model.version,
         "ratings": round_ratings(ratings),
         "strategies": [PAIR_STRATEGIES[c] for c in codes.tolist()],
     }
-    return Response(to_json(content), media_type="application/json")
 
 
 @router.post(
@@ -150,7 +129,9 @@ def pairs(body: PairsIn, request: Request) -> Response:
         **UNAVAILABLE,
     },
 )
-def matrix(body: MatrixIn, request: Request) -> Response:
+def matrix(
+    body: MatrixIn, request: Request, response: Response, state: State, model: ModelDep
+) -> Response | dict:
     """ratings[i][j] is user_ids[i]'s rating of movie_ids[j], computed as one matrix product
     and equal (to float32 rounding) to GET /predict/{user_ids[i]}/{movie_ids[j]}. Omitted
     lists mean every user / movie of the model, ascending.
@@ -158,10 +139,6 @@ def matrix(body: MatrixIn, request: Request) -> Response:
     JSON is capped at MAX_MATRIX_CELLS cells; with `Accept: application/x-npy` the matrix
     streams as a float32 .npy (an ML-1M-sized 6,040 x 3,706 one in a single request).
     """
-    state: AppState = request.app.state.dotrec
-    model = state.store.current
-    if model is None:
-        raise no_model(state)
     predictor = model.predictor
     as_npy = NPY_MEDIA_TYPE in request.headers.get("accept", "")
     n_rows = predictor.n_users if body.user_ids is None else len(body.user_ids)
@@ -183,13 +160,13 @@ def matrix(body: MatrixIn, request: Request) -> Response:
     else:
         movie_ids = np.array(body.movie_ids, dtype=np.int64)
         ensure_all_in_catalog(state, movie_ids)
-        movie_rows = predictor.movie_rows(movie_ids)
+        movie_rows = predictor.movies.rows(movie_ids)
     if body.user_ids is None:
         user_ids = predictor.user_ids
         block = model_users_block(model)
     else:
         user_ids = np.array(body.user_ids, dtype=np.int64)
-        states = user_states(state, model, np.unique(user_ids).tolist())
+        states = read_users(model, state.reads, np.unique(user_ids).tolist())
         block = user_block(model, [states[u] for u in user_ids.tolist()])
     plan = MatrixPlan(model, block, movie_rows)
     for strategy, count in _cell_counts(plan, block).items():
@@ -199,7 +176,8 @@ def matrix(body: MatrixIn, request: Request) -> Response:
         header = _npy_header((n_rows, n_cols))
         headers["Content-Length"] = str(len(header) + cells * 4)
         return StreamingResponse(_npy_stream(header, plan), media_type=NPY_MEDIA_TYPE, headers=headers)
-    content = {
+    response.headers.update(headers)
+    return {
         "model_version": model.version,
         "user_ids": user_ids.tolist(),
         "movie_ids": movie_ids.tolist(),
@@ -207,10 +185,9 @@ def matrix(body: MatrixIn, request: Request) -> Response:
         "user_strategies": block.strategies,
         "movies_not_in_model": movie_ids[movie_rows < 0].tolist(),
     }
-    return Response(to_json(content), media_type="application/json", headers=headers)
 
 
-def _cell_counts(plan: MatrixPlan, block: object) -> dict[str, int]:
+def _cell_counts(plan: MatrixPlan, block: UserBlock) -> dict[str, int]:
     kinds = np.bincount(plan.block.kinds, minlength=3)
     known, unknown = len(plan.known_cols), len(plan.unknown_cols)
     counts = {

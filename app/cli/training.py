@@ -1,10 +1,11 @@
-"""`dotrec`: the command line (typer). Heavy imports live inside the commands so each starts fast."""
+"""Commands that fit models: train (one process or several with torchrun + DDP) and evaluate."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -13,138 +14,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from app.cli import app, console
 from app.config import get_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from sqlalchemy import Engine
-
-    from app.data.movielens import RowProblem
     from app.data.training_set import TrainingSet
-    from app.ml.jobs import FoldReport, TrainedVersion
+    from app.jobs.evaluation import FoldReport
+    from app.jobs.training import TrainedVersion, TrainingData
     from app.ml.train import EpochStats, TrainConfig
-
-app = typer.Typer(help="dotrec: dot-product recommendations for explicit ratings.", no_args_is_help=True)
-db_app = typer.Typer(help="The ratings database's schema (Alembic migrations).", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-console = Console(stderr=True)
-#: folder of DATA_DIR holding the memory-mapped export of the ratings (app/data/array_cache.py)
-EXPORT_CACHE = "export-cache"
 
 SplitOption = Annotated[
     str, typer.Option("--val-split", help="random (seeded) or time (each user's newest ratings)")
 ]
-
-
-@app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(message)s"
-    )
-    logging.getLogger("app").setLevel(logging.DEBUG if verbose else logging.INFO)
-
-
-@db_app.command("upgrade")
-def db_upgrade(revision: str = "head") -> None:
-    """Migrate the database named by DATABASE_URL up to `revision` (default: the newest)."""
-    from app.db.schema import upgrade
-
-    upgrade(get_settings().database_url, revision)
-    console.print(f"database at {revision}")
-
-
-@db_app.command("downgrade")
-def db_downgrade(revision: str = "base") -> None:
-    """Migrate the database down to `revision` (default: empty)."""
-    from app.db.schema import downgrade
-
-    downgrade(get_settings().database_url, revision)
-    console.print(f"database at {revision}")
-
-
-@app.command()
-def synth(
-    out: Annotated[Path, typer.Argument(help="folder to write ratings.csv, movies.csv, synth.json")],
-    like: Annotated[str | None, typer.Option(help="preset sizes: ml-100k, ml-1m or ml-25m")] = None,
-    users: int = 943,
-    movies: int = 1682,
-    ratings: int = 100_000,
-    seed: int = 0,
-    rank: int = 8,
-    noise: float = 0.5,
-    half_stars: bool = False,
-    quiet: bool = False,
-) -> None:
-    """Generate a MovieLens-shaped data set with a planted low-rank signal."""
-    from app.data.synth import PRESETS, write_synthetic
-
-    if like is not None:
-        if like not in PRESETS:
-            raise typer.BadParameter(f"--like must be one of {', '.join(PRESETS)}")
-        users, movies, ratings = PRESETS[like]
-    write_synthetic(out, users, movies, ratings, seed, rank, noise, half_stars, progress=not quiet)
-    console.print(f"wrote {ratings:,} ratings of {users:,} users x {movies:,} movies to {out}")
-
-
-@app.command("import")
-def import_(
-    source: Annotated[
-        str | None, typer.Argument(help="a path or GroupLens name; default: DATA_SOURCE")
-    ] = None,
-    on_error: Annotated[str, typer.Option(help="skip bad lines, or fail and import nothing")] = "skip",
-    if_empty: Annotated[bool, typer.Option(help="import only into a database that holds no ratings")] = False,
-    quiet: bool = False,
-) -> None:
-    """Load a MovieLens data set or a CSV into the ratings database, idempotently."""
-    from sqlalchemy.orm import Session
-
-    from app.data.sources import resolve_source
-    from app.db.importer import ImportRefused, import_ratings_set
-    from app.db.repository import count_ratings
-
-    if on_error not in ("skip", "fail"):
-        raise typer.BadParameter("--on-error must be skip or fail")
-    settings = get_settings()
-    engine = _migrated_engine()
-    if if_empty:
-        with Session(engine) as session:
-            stored = count_ratings(session)
-        if stored:
-            console.print(f"the database holds {stored:,} ratings: not importing (--if-empty)")
-            return
-    data, note = resolve_source(source or settings.data_source, settings.cache_dir)
-    console.print(note)
-    try:
-        report = import_ratings_set(engine, data, settings, on_error=on_error, progress=not quiet)
-    except ImportRefused as refused:
-        _print_problems(refused.report.problems)
-        console.print(f"[red]import refused: {len(refused.report.problems)} bad lines; nothing was written")
-        raise typer.Exit(1) from refused
-    _print_problems(report.problems)
-    console.print(report.summary())
-
-
-def _migrated_engine() -> Engine:
-    """The engine of DATABASE_URL, once its schema is known to be current (else a clear exit)."""
-    from app.db.schema import SchemaOutOfDate, check_schema_current
-    from app.db.session import make_engine
-
-    settings = get_settings()
-    engine = make_engine(settings.database_url, settings)
-    try:
-        check_schema_current(engine)
-    except SchemaOutOfDate as error:
-        console.print(f"[red]{error}")
-        raise typer.Exit(1) from error
-    return engine
-
-
-def _print_problems(problems: list[RowProblem], shown: int = 20) -> None:
-    for problem in problems[:shown]:
-        console.print(f"  line {problem.line}: {problem.reason}")
-    if len(problems) > shown:
-        console.print(f"  ... and {len(problems) - shown} more")
 
 
 @app.command()
@@ -170,17 +51,18 @@ def train(
     device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or cuda")] = "auto",
 ) -> None:
     """Fit user and movie embeddings, report validation metrics, save a new model version."""
-    from app.ml.distributed import join_from_environment, launch, leave
-    from app.ml.jobs import train_and_save
+    from app.jobs.training import train_and_save
+    from app.ml.distributed import join_from_environment, leave
 
     if nproc > 1:
-        raise typer.Exit(launch(nproc, _arguments_after("train", drop="--nproc")))
+        raise typer.Exit(_launch_ranks(nproc, _arguments_after("train", drop="--nproc")))
     placement = join_from_environment(device)
     settings = get_settings()
     config = _train_config(dim, epochs, lr, wd, batch_size, seed, mode, sparse)
     if from_db and data is not None:
         raise typer.BadParameter("--data and --from-db name two sources: give one")
-    training_set, titles, source = _training_data(data)
+    training = _training_data(data)
+    training_set, titles, source = training.ratings, training.titles, training.description
     if placement.is_main:
         console.print(
             f"training on {len(training_set):,} ratings, {training_set.n_users:,} users x "
@@ -262,35 +144,33 @@ def _split_kind(value: str) -> Literal["random", "time"]:
     return value  # type: ignore[return-value]
 
 
-def _training_data(source: str | None) -> tuple[TrainingSet, dict[int, str], str]:
-    """(TrainingSet, {movie id: title}, description) from a path/name, or from the database."""
-    from app.data.training_set import TrainingSet
+def _training_data(source: str | None) -> TrainingData:
+    """The ratings to train on (from `source`, else the database), or a clear exit."""
+    from app.db.schema import SchemaOutOfDate
+    from app.jobs.training import NoTrainingData, load_training_data
 
-    settings = get_settings()
-    if source is not None:
-        from app.data.sources import resolve_source
+    try:
+        training = load_training_data(source, get_settings())
+    except (NoTrainingData, SchemaOutOfDate) as error:
+        console.print(f"[red]{error}")
+        raise typer.Exit(1) from error
+    if training.note:
+        console.print(training.note)
+    return training
 
-        ratings_set, note = resolve_source(source, settings.cache_dir)
-        console.print(note)
-        titles = dict(zip(ratings_set.movies["movie_id"], ratings_set.movies["title"], strict=True))
-        try:
-            return TrainingSet.from_frame(ratings_set.ratings), titles, ratings_set.name
-        except ValueError as error:
-            console.print(f"[red]{source}: {error}")
-            raise typer.Exit(1) from error
-    from sqlalchemy.orm import Session
 
-    from app.data.array_cache import cached_training_set
-    from app.db.repository import movie_titles
+def _launch_ranks(nproc: int, train_args: list[str]) -> int:
+    """`torchrun --nproc-per-node nproc --no-python python -m app.cli train ARGS`: every rank
+    runs this very command (no module of app imports the command line back); its exit code."""
+    from torch.distributed.run import main as torchrun
 
-    engine = _migrated_engine()
-    training_set = cached_training_set(engine, settings.data_dir / EXPORT_CACHE)
-    if len(training_set) == 0:
-        console.print("[red]the database holds no ratings: run `dotrec import SOURCE` or pass --data")
-        raise typer.Exit(1)
-    with Session(engine) as session:
-        titles = movie_titles(session, training_set.movie_ids.tolist())
-    return training_set, titles, f"database {engine.url.render_as_string(hide_password=True)}"
+    command = [sys.executable, "-m", "app.cli", "train", *train_args]
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={nproc}", "--no-python", *command])
+    except Exception as error:  # torchrun raises ChildFailedError naming the rank that died
+        print(f"distributed training failed: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 class _EpochReporter:
@@ -361,10 +241,11 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="print the reports as JSON")] = False,
 ) -> None:
     """Hold ratings out, train on the rest, and compare the model with its baselines."""
-    from app.ml.jobs import evaluate_folds
+    from app.jobs.evaluation import evaluate_folds
 
     config = _train_config(dim, epochs, lr, wd, batch_size, seed, "rowwise")
-    training_set, _, source = _training_data(data)
+    training = _training_data(data)
+    training_set, source = training.ratings, training.description
     reports = evaluate_folds(
         training_set, get_settings(), config, folds, _split_kind(split), holdout, ranking
     )
@@ -398,47 +279,3 @@ def _report_table(reports: list[FoldReport], source: str) -> Table:
     for label, values in rows:
         table.add_row(label, *(f"{v:.4f}" for v in values))
     return table
-
-
-@app.command("recommend-all")
-def recommend_all(
-    k: Annotated[int, typer.Option(help="recommendations per user (1..32767)")] = 100,
-    out: Annotated[Path, typer.Option(help="the parquet file to write")] = Path("recommendations.parquet"),
-    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
-) -> None:
-    """Top-k unrated movies of every user of the current model, into one parquet file."""
-    from app.ml.recommend_all import run_recommend_all
-
-    settings = get_settings()
-    try:
-        report = run_recommend_all(settings, k, out, not quiet, settings.data_dir / EXPORT_CACHE)
-    except ValueError as error:  # ArtifactError (no or bad model) is one, and so is a bad --k
-        console.print(f"[red]{error}")
-        raise typer.Exit(1) from error
-    console.print(report.summary())
-
-
-@app.command()
-def serve(
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    workers: int = 1,
-    log_level: str = "info",
-    access_log: Annotated[bool, typer.Option(help="log every request (costs throughput)")] = True,
-) -> None:
-    """Serve the REST API with uvicorn (the newest model in MODELS_DIR, ratings from DATABASE_URL)."""
-    import uvicorn
-
-    uvicorn.run(
-        "app.api.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        access_log=access_log,
-    )
-
-
-if __name__ == "__main__":
-    app()

@@ -5,10 +5,10 @@ work), so their one read must not block the loop on I/O:
 
 - SQLite: the read runs on the loop thread through one connection kept for it. In WAL mode a
   reader never waits for writers; its busy timeout is cut to a few milliseconds and a busy or
-  failed read is retried once through the thread pool, where the full timeout applies. The
-  rated movies of recent users are kept (RatedCache) and reused while SQLite's
-  `PRAGMA data_version` says no connection, of this process or another, has committed since
-  they were read: a version check costs a seventh of the read.
+  failed read is retried once through the thread pool, where the full timeout applies.
+  `ratings_version` is that connection's `PRAGMA data_version`, which changes whenever any
+  other connection, of this process or another, commits: callers keep what they read while it
+  stands still (a version check costs a seventh of the read).
 - PostgreSQL: the read awaits a psycopg async connection of its own (AsyncConnections), on the
   event loop, in autocommit (no BEGIN, no ROLLBACK, no pre-ping round trips): a fifth of what
   the same read cost through the thread pool and a pooled SQLAlchemy connection. Each wait is
@@ -28,16 +28,15 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from anyio import to_thread
 from sqlalchemy import Engine, Integer, Text, bindparam, cast, func, literal_column, select
 from sqlalchemy.sql import ColumnElement, Select
-from starlette.concurrency import run_in_threadpool
 
-from app.api.lru import Lru
 from app.db.models import Movie, Rating
 from app.db.repository import MovieRow
 from app.db.session import AnswerTimeout, AsyncConnections
 
-log = logging.getLogger("dotrec.api")
+log = logging.getLogger("dotrec.db")
 
 
 RATINGS = Rating.__table__
@@ -45,8 +44,6 @@ MOVIES = Movie.__table__
 IN_CHUNK = 5_000
 INLINE_BUSY_TIMEOUT_MS = 5
 INLINE_MMAP_BYTES = 256 * 1024 * 1024
-RATED_CACHE_USERS = 20_000
-"""Most users whose rated movies the inline SQLite reader keeps (ML-1M: ~1.4 kB a user)."""
 DATA_VERSION = "PRAGMA data_version"
 
 # One row of comma-joined integers: drivers' Python rows cost more than the lookup, and numpy
@@ -79,35 +76,12 @@ _MOVIE = select(MOVIES.c.id, MOVIES.c.title, MOVIES.c.year, MOVIES.c.genres).whe
 )
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
 _EMPTY_RATINGS = np.empty(0, dtype=np.float32)
+_EMPTY_IDS.flags.writeable = _EMPTY_RATINGS.flags.writeable = False  # shared by every empty answer
 
 
 def _split(joined: str) -> np.ndarray:
     """int64 numbers from SQLite's comma-joined text (numpy's text parser, no Python objects)."""
     return np.fromstring(joined, dtype=np.int64, sep=",")
-
-
-class RatedCache:
-    """user id -> read-only int64 movie ids of the users read last, at most `capacity` of them,
-    each kept with the data version it was read at, and counting only under that version:
-    SQLite's `PRAGMA data_version` of one connection changes whenever another connection
-    commits, so any rating stored since, by any process, makes every entry stale at once."""
-
-    def __init__(self, capacity: int = RATED_CACHE_USERS) -> None:
-        self._users: Lru[int, tuple[int, np.ndarray]] = Lru(capacity)
-
-    def get(self, user_id: int, version: int) -> np.ndarray | None:
-        entry = self._users.get(user_id)
-        return entry[1] if entry is not None and entry[0] == version else None
-
-    def put(self, user_id: int, version: int, movie_ids: np.ndarray) -> None:
-        movie_ids.flags.writeable = False
-        self._users.put(user_id, (version, movie_ids))
-
-    def clear(self) -> None:
-        self._users.clear()
-
-    def __len__(self) -> int:
-        return len(self._users)
 
 
 class _Compiled:
@@ -141,7 +115,8 @@ class Reads:
         self._rated_ids_sql = self._compiled["rated_ids"].sql
         self._connection: Any = None
         self._cursor: Any = None
-        self.rated_cache = RatedCache()
+        self._generation = 0
+        """How many inline connections were opened: data versions count per connection."""
         self.pool = AsyncConnections(engine, pool_size, timeout_s) if dialect == "postgresql" else None
 
     async def close(self) -> None:
@@ -151,22 +126,28 @@ class Reads:
 
     # --- the reads ---
 
+    def ratings_version(self) -> tuple[int, int] | None:
+        """A token that changes whenever a rating (or anything else) is committed by any
+        connection: SQLite's `PRAGMA data_version` of the inline connection, with that
+        connection's generation. None where the database gives no such token (PostgreSQL),
+        or the inline connection failed: what was read then cannot be kept."""
+        if not self.inline:
+            return None
+        try:
+            cursor = self._cursor or self._open_inline()
+            return self._generation, cursor.execute(DATA_VERSION).fetchone()[0]
+        except sqlite3.Error as error:
+            self._inline_failed(error)
+            return None
+
     async def rated_movie_ids(self, user_id: int) -> np.ndarray:
         """int64 ids of the movies `user_id` rated (ascending on PostgreSQL, in storage order
-        on SQLite: the callers only test membership); read-only on SQLite (they may be cached)."""
+        on SQLite: the callers only test membership)."""
         if self.inline:  # the hottest read of all, without the generic path's layers
             try:
                 cursor = self._cursor or self._open_inline()
-                version = cursor.execute(DATA_VERSION).fetchone()[0]
-                cached = self.rated_cache.get(user_id, version)
-                if cached is not None:
-                    return cached
                 joined = cursor.execute(self._rated_ids_sql, (user_id,)).fetchone()[0]
-                movie_ids = _split(joined) if joined else np.empty(0, dtype=np.int64)
-                # tagged with the version seen before the read: a commit in between only
-                # makes the entry stale sooner
-                self.rated_cache.put(user_id, version, movie_ids)
-                return movie_ids
+                return _split(joined) if joined else _EMPTY_IDS
             except sqlite3.Error as error:
                 self._inline_failed(error)
         rows = await self._fetch("rated_ids", {"user_id": user_id}, inline=False)
@@ -195,7 +176,6 @@ class Reads:
 
     def _close_inline(self) -> None:
         self._cursor = None
-        self.rated_cache.clear()  # data versions are per connection: a new one restarts them
         connection, self._connection = self._connection, None
         if connection is not None:
             try:
@@ -214,7 +194,7 @@ class Reads:
                 return self._fetch_inline(compiled, values)
             except sqlite3.Error as error:
                 self._inline_failed(error)
-        return await run_in_threadpool(self._fetch_pooled, compiled, values)
+        return await to_thread.run_sync(self._fetch_pooled, compiled, values)
 
     async def _fetch_async(self, compiled: _Compiled, values: dict[str, Any]) -> list[tuple]:
         """PostgreSQL: the rows. Every wait is bounded (for a connection by timeout_s, for a
@@ -249,6 +229,7 @@ class Reads:
         connection.execute(f"PRAGMA mmap_size = {INLINE_MMAP_BYTES}")
         self._connection = connection
         self._cursor = connection.cursor()
+        self._generation += 1
         return self._cursor
 
     def _inline_failed(self, error: Exception) -> None:

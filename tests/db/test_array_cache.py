@@ -12,14 +12,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.data import array_cache
-from app.data.array_cache import ARRAYS, cached_training_set, database_fingerprint
 from app.data.training_set import TrainingSet
+from app.db import array_cache
+from app.db.array_cache import ARRAYS, cached_training_set, database_fingerprint
 from app.db.export import export_training_set
 from app.db.repository import RatingRow, create_movie, delete_rating, movies_exist, upsert_ratings
 from app.db.schema import upgrade
 from app.db.session import make_engine
-from app.ml.jobs import train_and_save
+from app.jobs.training import train_and_save
 from app.ml.train import TrainConfig
 
 Rows = list[tuple[int, int, float, int]]

@@ -1,0 +1,48 @@
+"""What users have rated, as serving needs it: read through the database's request-time reads
+and kept while the database's ratings version stands still."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.db.reads import Reads
+from app.serving.caches import LockedLru
+
+RATED_CACHE_USERS = 20_000
+"""Most (user, version) entries kept (ML-1M: ~1.4 kB a user)."""
+
+
+@dataclass(frozen=True)
+class Rated:
+    """A user's rated movies and the ratings version they were read at (None: unknown, so
+    nothing built from them may be kept)."""
+
+    movie_ids: np.ndarray
+    version: Hashable | None
+
+
+class RatedMovies:
+    """The movies a user rated, by (user, ratings version): any commit of any process makes a
+    new version, so an entry is never reused past a change."""
+
+    def __init__(self, reads: Reads, capacity: int = RATED_CACHE_USERS) -> None:
+        self.reads = reads
+        self._cache: LockedLru[tuple[int, Hashable], np.ndarray] = LockedLru(capacity)
+
+    async def of(self, user_id: int) -> Rated:
+        # the version is read first: a commit landing before the read only makes the entry
+        # stale sooner, never stale-but-trusted
+        version = self.reads.ratings_version()
+        if version is not None and (cached := self._cache.get((user_id, version))) is not None:
+            return Rated(cached, version)
+        movie_ids = await self.reads.rated_movie_ids(user_id)
+        if version is not None:
+            movie_ids.flags.writeable = False  # shared by every request until the next commit
+            self._cache.put((user_id, version), movie_ids)
+        return Rated(movie_ids, version)
+
+    def __len__(self) -> int:
+        return len(self._cache)

@@ -1,0 +1,134 @@
+"""Top-k recommendation lists (GET /recommendations/{user}).
+
+Personal lists rank by `Predictor.ranking_scores` and report each movie's predicted rating; a
+cold user's list is the popular movies by damped mean rating, reporting their baseline. A model
+user's ranking depends on the model alone, so their best CANDIDATES rows are kept
+(CandidateCache) and each request filters them (rated, genre, catalog); finished lists are kept
+too (ListCache) under a key naming everything they depend on. Folded-in users rank every movie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+import numpy as np
+
+from app.ml import scoring
+from app.serving.caches import Candidates
+from app.serving.catalog import genre_key
+from app.serving.precomputed import PrecomputedTable
+from app.serving.serving_model import ServingModel
+from app.serving.users import COLD, FOLD_IN, MODEL, UserState, user_terms
+
+#: strategy of a recommendation list, by the user's kind
+RECOMMEND_STRATEGY = {MODEL: "model", FOLD_IN: "fold_in", COLD: "popular"}
+PRECOMPUTED = "precomputed"
+
+Item = dict
+"""{"movie_id", "title", "predicted_rating"} (6 decimals), as the API returns them."""
+
+
+def recommend(
+    model: ServingModel,
+    user: UserState,
+    k: int,
+    exclude_movie_ids: np.ndarray | None = None,
+    genre: str | None = None,
+    ratings_version: Hashable | None = None,
+) -> tuple[str, list[Item]]:
+    """The k best catalog movies of the model for `user`, best first, never one of
+    `exclude_movie_ids`, only of `genre` when given. Returns (strategy, items).
+
+    `ratings_version` names the state of the database `exclude_movie_ids` was read at (None:
+    unknown); a model user's finished list is reused only under the same one. The items
+    returned may be shared: callers must not change them.
+    """
+    view = model.view()
+    key = (user.row, k, genre_key(genre), ratings_version, view.revision)
+    cacheable = user.kind == MODEL and ratings_version is not None
+    if cacheable and (items := model.lists.get(key)) is not None:
+        return RECOMMEND_STRATEGY[MODEL], items
+    blocked = model.blocked(genre, exclude_movie_ids)
+    terms = user_terms(model, user)
+    if terms.vector is None:
+        order = model.popular_order
+        rows = (order if blocked is None else order[~blocked[order]])[:k]
+        values = model.popular_ratings[rows]
+    elif user.kind == MODEL:
+        rows, values = _from_candidates(model, user, k, blocked)
+    else:
+        ratings = model.predictor.ratings_matrix(terms.vector[None], np.array([terms.bias]))[0]
+        rows = scoring.top_k(model.predictor.ranking_scores(ratings), k, blocked)
+        values = ratings[rows]
+    items = list_items(model, rows, values)
+    if cacheable:
+        model.lists.put(key, items)
+    return RECOMMEND_STRATEGY[user.kind], items
+
+
+def list_items(model: ServingModel, rows: np.ndarray, ratings: np.ndarray) -> list[Item]:
+    """The items of a list of movie rows, best first, as the API returns them."""
+    titles = model.view().titles
+    return [
+        {"movie_id": movie_id, "title": titles[row], "predicted_rating": rating}
+        for movie_id, row, rating in zip(
+            model.predictor.movie_ids[rows].tolist(),
+            rows.tolist(),
+            np.round(ratings.astype(np.float64), 6).tolist(),
+            strict=True,
+        )
+    ]
+
+
+def _from_candidates(
+    model: ServingModel, user: UserState, k: int, blocked: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, ratings) of the first k unblocked of the user's cached candidates (ranked on a
+    miss). When the filters leave fewer than k, a list longer by the number of blocked movies
+    replaces the cached one, so a user who has rated much is ranked in full once, not at every
+    request; fewer than k come back only when fewer are left in the whole catalog."""
+    entry = model.candidates.get(user.row) or _rank_candidates(model, user, model.n_candidates)
+    rows, ratings = _unblocked(entry, blocked)
+    n_movies = model.predictor.n_movies
+    if len(rows) < k and len(entry.rows) < n_movies:
+        hidden = 0 if blocked is None else int(blocked.sum())
+        entry = _rank_candidates(model, user, min(n_movies, max(k, len(entry.rows)) + hidden))
+        rows, ratings = _unblocked(entry, blocked)
+    return rows[:k], ratings[:k]
+
+
+def _rank_candidates(model: ServingModel, user: UserState, length: int) -> Candidates:
+    """The `length` best movie rows of a model user by ranking score, into the candidate cache."""
+    predictor = model.predictor
+    ratings = predictor.matrix(np.array([user.row]))[0]
+    rows = scoring.top_k(predictor.ranking_scores(ratings), length)
+    entry = Candidates(rows.astype(np.int32), ratings[rows])
+    model.candidates.put(user.row, entry)
+    return entry
+
+
+def _unblocked(entry: Candidates, blocked: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if blocked is None:
+        return entry.rows, entry.ratings
+    keep = ~blocked[entry.rows]
+    return entry.rows[keep], entry.ratings[keep]
+
+
+def precomputed_items(
+    model: ServingModel,
+    table: PrecomputedTable,
+    user_id: int,
+    k: int,
+    rated: np.ndarray | None,
+    genre: str | None,
+) -> list[Item] | None:
+    """The user's first k movies of the precomputed table that are in the catalog, of `genre`
+    when given, and not `rated`, as items; None when the table has no list for the user or
+    fewer than k movies are left (the caller then scores live)."""
+    span = table.span(user_id)
+    if span is None:
+        return None
+    found = table.top(span, k, model.blocked(genre, rated))
+    if found is None:
+        return None
+    return list_items(model, *found)

@@ -1,0 +1,20 @@
+"""Movies like a movie (GET /movies/{movie}/similar): nearest neighbours of its embedding."""
+
+from __future__ import annotations
+
+from app.ml import scoring
+from app.serving.serving_model import ServingModel
+
+
+def similar_movies(model: ServingModel, movie_row: int, k: int) -> list[tuple[int, str | None, float]]:
+    """The k catalog movies nearest `movie_row` by cosine similarity: (id, title, similarity)."""
+    view = model.view()
+    blocked = None if view.all_recommendable else ~view.recommendable
+    rows, similarities = scoring.cosine_neighbours(
+        model.predictor.movie_emb, model.movie_norms, movie_row, k, blocked
+    )
+    ids = model.predictor.movie_ids[rows].tolist()
+    return [
+        (movie_id, view.titles[row], float(s))
+        for movie_id, row, s in zip(ids, rows.tolist(), similarities.tolist(), strict=True)
+    ]

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     #: "precomputed") while it was made from the serving model after its training; else ignored
     recommendations_table: Path | None = None
 
+    #: serve GET /predict and GET /recommendations through Starlette routes ahead of FastAPI's
+    #: router (same parameters, validation and response models; app/api/fast_routes.py)
+    fast_routes: bool = True
+
     max_matrix_cells: int = 1_000_000
     max_pairs: int = 100_000
     max_batch_ratings: int = 10_000

@@ -87,13 +87,16 @@ def no_model(state: AppState) -> HTTPException:
     return HTTPException(503, f"no model is loaded: {state.store.problem}", {"Retry-After": "5"})
 
 
-async def get_model(request: Request) -> ServingModel:
+def serving_model(state: AppState) -> ServingModel:
     """The serving model; 503 saying why when there is none."""
-    state: AppState = request.app.state.dotrec
     model = state.store.current
     if model is None:
         raise no_model(state)
     return model
+
+
+async def get_model(request: Request) -> ServingModel:
+    return serving_model(request.app.state.dotrec)
 
 
 ModelDep = Annotated[ServingModel, Depends(get_model)]

@@ -41,18 +41,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
-async def error_to_response(request: Request, error: Exception) -> JSONResponse:
-    """The response the installed handlers give for `error`, for code that runs outside
-    FastAPI's exception middleware (app.api.fastpath); re-raises what no handler takes."""
-    if isinstance(error, HTTPException):
-        return await _http_error(request, error)
-    if isinstance(error, RequestValidationError):
-        return await _validation_error(request, error)
-    if isinstance(error, UNAVAILABLE):
-        return await _database_unavailable(request, error)
-    raise error
-
-
 async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
     cause = error.__cause__
     if error.status_code == 400 and isinstance(cause, UnicodeDecodeError):

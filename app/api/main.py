@@ -19,6 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app import __version__
 from app.api.deps import AppState
 from app.api.errors import RequestLimitsMiddleware, install_error_handlers
+from app.api.fast_routes import FastRoutes
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.routes import admin, health, movies, predict, ratings, recommendations
 from app.config import Settings, get_settings
@@ -123,6 +124,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(app)
+    if settings.fast_routes:  # innermost: after the metrics, limits and CORS, like every route
+        app.add_middleware(
+            FastRoutes,
+            routers=[predict.router, recommendations.router],
+            endpoints=[predict.predict, recommendations.recommendations],
+        )
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
+from app.serving.recommendations import Item
+
 MAX_ID = 2**63 - 1
 """The largest id: ids are positive signed 64-bit integers."""
 
@@ -336,10 +338,8 @@ class MatrixOut(BaseModel):
 # --- recommendations --------------------------------------------------------------------------------
 
 
-class RecommendationItem(BaseModel):
-    movie_id: int
-    title: str | None
-    predicted_rating: float
+RecommendationItem = Item
+"""A recommended movie (defined by app.serving, which keeps finished lists of them)."""
 
 
 RecommendationStrategy = Literal["model", "fold_in", "popular", "precomputed"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.ml import scoring
 from app.serving.caches import Candidates
@@ -24,8 +25,16 @@ from app.serving.users import COLD, FOLD_IN, MODEL, UserState, user_terms
 RECOMMEND_STRATEGY = {MODEL: "model", FOLD_IN: "fold_in", COLD: "popular"}
 PRECOMPUTED = "precomputed"
 
-Item = dict
-"""{"movie_id", "title", "predicted_rating"} (6 decimals), as the API returns them."""
+
+class Item(BaseModel):
+    """One movie of a list, as the API returns it (its response schema uses this very model, so
+    a kept list is validated once, when it is made)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    movie_id: int
+    title: str | None
+    predicted_rating: float = Field(description="The rating the model predicts (6 decimals).")
 
 
 def recommend(
@@ -70,7 +79,7 @@ def list_items(model: ServingModel, rows: np.ndarray, ratings: np.ndarray) -> li
     """The items of a list of movie rows, best first, as the API returns them."""
     titles = model.view().titles
     return [
-        {"movie_id": movie_id, "title": titles[row], "predicted_rating": rating}
+        Item(movie_id=movie_id, title=titles[row], predicted_rating=rating)
         for movie_id, row, rating in zip(
             model.predictor.movie_ids[rows].tolist(),
             rows.tolist(),

@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import ModelDep, MovieIdPath, State, UserIdPath
+from app.api.deps import AppState, ModelDep, MovieIdPath, State, UserIdPath, serving_model
 from app.api.routes.common import (
     JSON_BODY,
     NOT_FOUND,
@@ -56,7 +56,7 @@ Explain = Annotated[bool, Query(description="Add the biases, the dot product and
     },
 )
 async def predict(
-    user_id: UserIdPath, movie_id: MovieIdPath, state: State, model: ModelDep, explain: Explain = False
+    user_id: UserIdPath, movie_id: MovieIdPath, request: Request, explain: Explain = False
 ) -> dict:
     """The user's predicted rating of the movie and how it was made (`strategy`):
 
@@ -65,6 +65,8 @@ async def predict(
     - **baseline**: the user has no ratings (a new visitor): global mean + the movie's bias;
     - **user_baseline**: the movie is not in the model yet: global mean + the user's bias.
     """
+    state: AppState = request.app.state.dotrec  # no dependencies: a hot route (app.api.fast_routes)
+    model = serving_model(state)
     await ensure_in_catalog(state, movie_id)
     user = await read_user(model, state.reads, user_id)
     prediction = predict_one(model, user, movie_id, explain)

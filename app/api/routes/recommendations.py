@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from app.api.deps import Genre, K, ModelDep, State, UserIdPath
+from app.api.deps import AppState, Genre, K, UserIdPath, serving_model
 from app.api.routes.common import error
 from app.api.schemas import RecommendationsOut
 from app.serving.recommendations import PRECOMPUTED, precomputed_items, recommend
@@ -33,8 +33,7 @@ ExcludeRated = Annotated[
 )
 async def recommendations(
     user_id: UserIdPath,
-    state: State,
-    model: ModelDep,
+    request: Request,
     k: K = 10,
     exclude_rated: ExcludeRated = True,
     genre: Genre = None,
@@ -50,6 +49,8 @@ async def recommendations(
     **model**; rated movies and the genre are still applied now); when those filters leave
     fewer than k, the list is scored live as above.
     """
+    state: AppState = request.app.state.dotrec  # no dependencies: a hot route (app.api.fast_routes)
+    model = serving_model(state)
     user = model_user(model, user_id)
     version: object = None
     if user is not None:

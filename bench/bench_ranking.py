@@ -391,9 +391,9 @@ def grids(name: str) -> dict[str, list[dict]]:
     ]
     als = [
         {"factors": f, "regularization": r, "alpha": a, "iterations": 15, "threads": THREADS, "seed": 0}
-        for f in ((32, 64, 128, 256) if small else (64, 128, 256))
-        for r in (3.0, 10.0, 30.0, 100.0)
-        for a in (0.5, 1.0, 2.0, 4.0)
+        for f in (32, 64, 128)
+        for r in (10.0, 30.0, 100.0, 300.0)
+        for a in (2.0, 4.0, 8.0, 16.0)
     ]
     bpr = [
         {"k": k, "max_iter": it, "learning_rate": lr, "lambda_reg": reg, "seed": 0}
@@ -403,9 +403,9 @@ def grids(name: str) -> dict[str, list[dict]]:
         for reg in (0.01, 0.03, 0.1)
     ]
     head = [
-        IALSConfig(reg_scale=scale, unobserved_weight=a, rating_weight=w, threads=THREADS).as_dict()
+        IALSConfig(dim=d, reg_scale=scale, rating_weight=w, threads=THREADS).as_dict()
+        for d in (32, 64)
         for scale in (8.0, 10.0, 12.0, 14.0, 17.0)
-        for a in (0.2, 0.3)
         for w in (0.0, 0.25, 0.5)
     ]
     return {

@@ -65,7 +65,7 @@ class IALSConfig:
         threads: torch intra-op threads while fitting.
     """
 
-    dim: int = 64
+    dim: int = 32
     epochs: int = 10
     reg: float | None = None
     reg_scale: float = 12.0

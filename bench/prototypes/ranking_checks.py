@@ -42,10 +42,10 @@ from bench.common import RESULTS_DIR, machine, markdown_table, write_result
 from bench.prototypes.ranking_head import IALSConfig, fit, fold_in
 from bench.ranking_protocol import ranking_metrics, top_k
 
-#: the tuned configuration of each data set (bench/prototypes/NOTES.md); `defaults` is IALSConfig()
+#: what bench_ranking's tuning picked per data set (bench/prototypes/NOTES.md); `defaults` is IALSConfig()
 TUNED = {
-    "ml-100k": IALSConfig(reg=0.023),
-    "ml-1m-part1": IALSConfig(reg=0.013),
+    "ml-100k": IALSConfig(),
+    "ml-1m-part1": IALSConfig(dim=64, reg_scale=14.0),
 }
 
 

@@ -187,7 +187,8 @@ def rating_head_movie_embeddings(split: Split) -> np.ndarray:
             check=True,
             capture_output=True,
         )
-        (meta_path,) = (work / "models").glob("*/meta.json")
+        # one version folder (a "current" pointer may show it twice)
+        (meta_path,) = {path.resolve() for path in (work / "models").glob("*/meta.json")}
         from safetensors.numpy import load_file
 
         meta = json.loads(meta_path.read_text())
@@ -212,7 +213,7 @@ def co_rating_precision(
         share = matrix[who][:, near].sum(0) / raters[movie]
         total += share.mean() * raters[movie]
         weight += raters[movie]
-    return total / weight
+    return float(total / weight)
 
 
 def cosine_neighbours(
@@ -373,7 +374,7 @@ def main() -> None:
         everything[name] = results
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "ranking_checks.json").write_text(
-        json.dumps({"machine": machine(), "results": everything}, indent=1)
+        json.dumps({"machine": machine(), "results": everything}, indent=1, default=float)
     )
     write_result(
         "ranking_checks.md",

@@ -44,10 +44,12 @@ from pathlib import Path
 import numpy as np
 
 from app.data.movielens import read_ratings_set
+from app.data.splits import per_user_mask as per_user_split
+from app.ml.ranking_metrics import K, RankingReport, ranking_metrics
+from app.ml.ranking_metrics import top_lists as top_k
 from bench.common import REPO_ROOT, RESULTS_DIR, machine, markdown_table, shared_archive, write_result
 from bench.prototypes.ranking_head import IALSConfig
 from bench.prototypes.ranking_head import fit as fit_head
-from bench.ranking_protocol import K, RankingReport, per_user_split, ranking_metrics, top_k
 
 PEERS_PYTHON = REPO_ROOT / "bench" / ".venv-peers" / "bin" / "python"
 PEERS_SCRIPT = REPO_ROOT / "bench" / "peers" / "ranking_peers.py"

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,14 +18,25 @@ from app.cli import app, console
 from app.config import get_settings
 
 if TYPE_CHECKING:
+    from app.data.splits import SplitKind
     from app.data.training_set import TrainingSet
     from app.jobs.evaluation import FoldReport
-    from app.jobs.training import TrainedVersion, TrainingData
+    from app.jobs.training import Objective, TrainedVersion, TrainingData
+    from app.ml.ranking import RankingConfig
     from app.ml.train import EpochStats, TrainConfig
 
 SplitOption = Annotated[
     str, typer.Option("--val-split", help="random (seeded) or time (each user's newest ratings)")
 ]
+ObjectiveOption = Annotated[
+    str,
+    typer.Option(
+        help="the heads to fit: rating (GET /predict's ratings), ranking (the order of "
+        "GET /recommendations), or both"
+    ),
+]
+RankDimOption = Annotated[int | None, typer.Option(help="the ranking head's embedding width", min=1)]
+RankEpochsOption = Annotated[int | None, typer.Option(help="the ranking head's ALS passes", min=1)]
 
 
 @app.command()
@@ -49,6 +60,9 @@ def train(
     sparse: Annotated[bool, typer.Option(help="sparse gradients + SparseAdam (large tables, DDP)")] = False,
     nproc: Annotated[int, typer.Option(help="train in N processes with torchrun + DDP")] = 1,
     device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or cuda")] = "auto",
+    objective: ObjectiveOption = "both",
+    rank_dim: RankDimOption = None,
+    rank_epochs: RankEpochsOption = None,
 ) -> None:
     """Fit user and movie embeddings, report validation metrics, save a new model version."""
     from app.jobs.training import train_and_save
@@ -59,6 +73,7 @@ def train(
     placement = join_from_environment(device)
     settings = get_settings()
     config = _train_config(dim, epochs, lr, wd, batch_size, seed, mode, sparse)
+    ranking_config = _ranking_config(rank_dim, rank_epochs, seed)
     if from_db and data is not None:
         raise typer.BadParameter("--data and --from-db name two sources: give one")
     training = _training_data(data)
@@ -69,9 +84,19 @@ def train(
             f"{training_set.n_movies:,} movies ({source}); "
             f"{placement.world} process(es) on {placement.device}"
         )
-    with _EpochReporter(config.epochs, quiet or not placement.is_main) as on_epoch:
+    chosen = _objective(objective)
+    epochs_shown = config.epochs if chosen != "ranking" else 0
+    with _EpochReporter(epochs_shown, quiet or not placement.is_main) as on_epoch:
         trained = train_and_save(
-            training_set, settings, config, _split_kind(val_split), on_epoch, source, placement
+            training_set,
+            settings,
+            config,
+            _split_kind(val_split),
+            on_epoch,
+            source,
+            placement,
+            chosen,
+            ranking_config,
         )
     leave()
     logging.getLogger("app.train").info("rank %d peak RSS %.0f MiB", placement.rank, _peak_rss_mib())
@@ -84,6 +109,10 @@ def train(
         console.print(
             f"validation RMSE {metrics['rmse']:.4f} (bias only {metrics['bias_only_rmse']:.4f}, "
             f"global mean {metrics['global_mean_rmse']:.4f}); saved {trained.path}"
+        )
+    if trained.ranking is not None:
+        console.print(
+            f"ranking head: {trained.ranking.user_factors.shape[1]} factors in {trained.ranking.seconds:.2f}s"
         )
     if plot:
         _write_plots(trained, training_set, titles)
@@ -138,10 +167,23 @@ def _train_config(
     return TrainConfig(**{name: value for name, value in given.items() if value is not None})
 
 
-def _split_kind(value: str) -> Literal["random", "time"]:
-    if value not in ("random", "time"):
-        raise typer.BadParameter("--val-split must be random or time")
+def _split_kind(value: str, allowed: tuple[str, ...] = ("random", "time")) -> SplitKind:
+    if value not in allowed:
+        raise typer.BadParameter(f"the split must be {' or '.join(allowed)}")
     return value  # type: ignore[return-value]
+
+
+def _objective(value: str) -> Objective:
+    if value not in ("rating", "ranking", "both"):
+        raise typer.BadParameter("--objective must be rating, ranking or both")
+    return value  # type: ignore[return-value]
+
+
+def _ranking_config(dim: int | None, epochs: int | None, seed: int | None) -> RankingConfig:
+    from app.ml.ranking import RankingConfig
+
+    given = {"n_factors": dim, "epochs": epochs, "seed": seed}
+    return RankingConfig(**{name: value for name, value in given.items() if value is not None})
 
 
 def _training_data(source: str | None) -> TrainingData:
@@ -214,7 +256,8 @@ def _write_plots(trained: TrainedVersion, training_set: TrainingSet, titles: dic
 
     weights = load_file(trained.path / "weights.safetensors")
     counts = np.bincount(training_set.movie_rows, minlength=training_set.n_movies)
-    curves = plot_training_curves(trained.fit.history, trained.path / "training_curves.png")
+    history = trained.fit.history if trained.fit is not None else []
+    curves = plot_training_curves(history, trained.path / "training_curves.png")
     movie_map = plot_movie_map(
         weights["movie_emb"], training_set.movie_ids, titles, counts, trained.path / "movie_map.png"
     )
@@ -227,10 +270,16 @@ def evaluate(
     folds: Annotated[
         int | None, typer.Option(help="k-fold cross-validation instead of one split", min=2)
     ] = None,
-    split: Annotated[str, typer.Option(help="random or time (each user's newest ratings)")] = "random",
+    split: Annotated[
+        str,
+        typer.Option(
+            help="user (per user, a seeded random share: the ranking protocol), random (seeded, "
+            "over all ratings) or time (each user's newest ratings)"
+        ),
+    ] = "user",
     holdout: Annotated[
         float, typer.Option(help="share of ratings held out as the test set", min=0.01, max=0.9)
-    ] = 0.1,
+    ] = 0.25,
     dim: Annotated[int | None, typer.Option(min=1)] = None,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
     lr: float | None = None,
@@ -239,6 +288,9 @@ def evaluate(
     seed: int | None = None,
     ranking: Annotated[bool, typer.Option(help="also score top-10 lists (P@10, R@10, NDCG@10)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the reports as JSON")] = False,
+    objective: ObjectiveOption = "both",
+    rank_dim: RankDimOption = None,
+    rank_epochs: RankEpochsOption = None,
 ) -> None:
     """Hold ratings out, train on the rest, and compare the model with its baselines."""
     from app.jobs.evaluation import evaluate_folds
@@ -247,7 +299,15 @@ def evaluate(
     training = _training_data(data)
     training_set, source = training.ratings, training.description
     reports = evaluate_folds(
-        training_set, get_settings(), config, folds, _split_kind(split), holdout, ranking
+        training_set,
+        get_settings(),
+        config,
+        folds,
+        _split_kind(split, ("user", "random", "time")),
+        holdout,
+        ranking,
+        _objective(objective),
+        _ranking_config(rank_dim, rank_epochs, seed),
     )
     if as_json:
         typer.echo(json.dumps([asdict(r) for r in reports], indent=1))
@@ -256,26 +316,21 @@ def evaluate(
 
 
 def _report_table(reports: list[FoldReport], source: str) -> Table:
+    """One row a measure, one column a fold (and their mean)."""
     import numpy as np
 
-    columns = [
-        "rmse",
-        "mae",
-        "bias_only_rmse",
-        "global_mean_rmse",
-        "precision_at_10",
-        "ndcg_at_10",
-        "popular_precision_at_10",
-        "popular_ndcg_at_10",
-        "train_seconds",
-    ]
+    figures = ["rmse", "mae", "bias_only_rmse", "global_mean_rmse", "train_seconds", "ranking_seconds"]
+    rows = [(name.replace("_", " "), [getattr(r, name) for r in reports]) for name in figures]
+    for name in reports[0].ranking if reports else []:
+        rows.append((name.replace("_", " "), [r.ranking[name] for r in reports]))
+        rows.append((f"  popularity: {name.replace('_', ' ')}", [r.popular_ranking[name] for r in reports]))
     table = Table(title=f"dotrec evaluate: {source}")
-    table.add_column("fold")
-    for column in columns:
-        table.add_column(column.replace("_", " "), justify="right")
-    rows = [(str(r.fold), [getattr(r, c) for c in columns]) for r in reports]
+    table.add_column("measure")
+    for report in reports:
+        table.add_column(f"fold {report.fold}", justify="right")
     if len(reports) > 1:
-        rows.append(("mean", [float(np.mean([getattr(r, c) for r in reports])) for c in columns]))
-    for label, values in rows:
-        table.add_row(label, *(f"{v:.4f}" for v in values))
+        table.add_column("mean", justify="right")
+    for label, numbers in rows:
+        shown = [*numbers, float(np.mean(numbers))] if len(reports) > 1 else numbers
+        table.add_row(label, *(f"{v:.4f}" for v in shown))
     return table

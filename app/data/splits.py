@@ -9,7 +9,7 @@ import numpy as np
 
 from app.data.training_set import TrainingSet
 
-SplitKind = Literal["random", "time"]
+SplitKind = Literal["random", "time", "user"]
 
 
 def holdout_mask(n: int, holdout: float, seed: int) -> np.ndarray:
@@ -40,10 +40,36 @@ def split_by_time(data: TrainingSet, holdout: float) -> tuple[TrainingSet, Train
     return data.subset(np.sort(order[~held])), data.subset(np.sort(order[held]))
 
 
+def per_user_mask(user_rows: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """bool (n,) mask of held-out ratings: per user, round(share * count) of them, chosen at random.
+
+    Every user keeps at least one rating in training. Deterministic for a seed: a random key per
+    rating, ratings ranked by key within each user, the lowest ranks held out.
+    """
+    rng = np.random.default_rng(seed)
+    keys = rng.random(len(user_rows))
+    order = np.lexsort((keys, user_rows))
+    counts = np.bincount(user_rows)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(len(user_rows), dtype=np.int64)
+    rank[order] = np.arange(len(user_rows)) - np.repeat(starts, counts)
+    held = np.minimum(np.round(share * counts), counts - 1)
+    return rank < held[user_rows]
+
+
+def split_per_user(data: TrainingSet, holdout: float, seed: int) -> tuple[TrainingSet, TrainingSet]:
+    """Per user, a seeded random `holdout` share of their ratings as the second part (the
+    ranking protocol's split: every user is both learnt from and tested)."""
+    held = per_user_mask(data.user_rows, holdout, seed)
+    return data.subset(~held), data.subset(held)
+
+
 def split(data: TrainingSet, kind: SplitKind, holdout: float, seed: int) -> tuple[TrainingSet, TrainingSet]:
     """(train, held-out) by `kind`."""
     if kind == "time":
         return split_by_time(data, holdout)
+    if kind == "user":
+        return split_per_user(data, holdout, seed)
     return split_random(data, holdout, seed)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from app.ml.artifact import Artifact, artifact_in_memory, new_version_name, save
 from app.ml.distributed import Placement, current_placement
 from app.ml.model import DotProductBias
 from app.ml.predictor import Predictor
+from app.ml.ranking import RankingConfig, RankingFit, fit_ranking
 from app.ml.train import EpochCallback, FitResult, TrainConfig, fit
 
 
@@ -78,10 +80,18 @@ def load_training_data(source: str | None, settings: Settings) -> TrainingData:
         engine.dispose()
 
 
+Objective = Literal["rating", "ranking", "both"]
+"""What `dotrec train --objective` fits: the rating head (GET /predict's ratings), the ranking
+head (the order of GET /recommendations), or both (the default). Without a rating head the
+ratings are the damped biases' baseline; without a ranking head lists rank by rating."""
+
+
 @dataclass(frozen=True)
 class TrainedVersion:
     path: Path
-    fit: FitResult
+    fit: FitResult | None
+    """The rating head's fit (None with --objective ranking)."""
+    ranking: RankingFit | None
     metrics: dict
 
 
@@ -93,45 +103,70 @@ def train_and_save(
     on_epoch: EpochCallback | None = None,
     source: str = "",
     placement: Placement | None = None,
+    objective: Objective = "both",
+    ranking_config: RankingConfig | None = None,
 ) -> TrainedVersion | None:
-    """Fit on `data` less a validation part (for early stopping), then save a new version.
+    """Fit the heads `objective` names, the rating head on `data` less a validation part (for
+    early stopping), the ranking head on all of it; then save a new version.
 
-    In a distributed run every rank calls this; rank 0 alone saves and returns the version.
+    In a distributed run every rank calls this; the rating head is trained by all, the ranking
+    head and the artifact by rank 0 alone, which returns the version.
     """
     placement = placement or current_placement()
     train, validation = carve_validation(data, val_split, config.validation_share, config.seed)
-    result = fit(train, config, y_range_for(settings), validation, on_epoch, placement)
+    result = None
+    if objective != "ranking":
+        result = fit(train, config, y_range_for(settings), validation, on_epoch, placement)
     if not placement.is_main:
         return None
-    weights, meta = model_weights_and_meta(result.model, data, settings, config)
+    ranking_config = ranking_config or RankingConfig()
+    ranking = fit_ranking(data, ranking_config) if objective != "rating" else None
+    weights, meta = model_weights_and_meta(
+        result.model if result else None, ranking, data, settings, config, ranking_config
+    )
     metrics = validation_metrics(artifact_in_memory(weights, meta), settings, train, validation)
     meta |= {
+        "objective": objective,
         "hyper_parameters": config.as_dict() | {"val_split": val_split},
         "metrics": metrics,
-        "history": [asdict(epoch) for epoch in result.history],
-        "best_epoch": result.best_epoch,
+        "history": [asdict(epoch) for epoch in result.history] if result else [],
+        "best_epoch": result.best_epoch if result else 0,
         "data_source": source,
         "library_versions": library_versions(),
         "training_processes": placement.world,
         "device": str(placement.device),
     }
     path = save_artifact(settings.models_dir, weights, meta)
-    return TrainedVersion(path, result, metrics)
+    return TrainedVersion(path, result, ranking, metrics)
 
 
 def model_weights_and_meta(
-    model: DotProductBias, data: TrainingSet, settings: Settings, config: TrainConfig
+    model: DotProductBias | None,
+    ranking: RankingFit | None,
+    data: TrainingSet,
+    settings: Settings,
+    config: TrainConfig,
+    ranking_config: RankingConfig,
 ) -> tuple[dict[str, np.ndarray], dict]:
-    """The tensors and the core of meta.json of a model trained on `data`: what serving needs
-    (the callers add the training's history and provenance)."""
+    """The tensors and the core of meta.json of heads trained on `data`: what serving needs
+    (the callers add the training's history and provenance). Without a trained rating head
+    (`model` None) the rating head is the damped biases alone (`rating_head.transform` linear)."""
     baseline = evaluate.BiasBaseline.fit(data)
-    tensors = {
-        "user_emb": model.user_emb.weight,
-        "movie_emb": model.movie_emb.weight,
-        "user_bias": model.user_bias.weight[:, 0],
-        "movie_bias": model.movie_bias.weight[:, 0],
-    }
-    weights = {name: tensor.detach().cpu().numpy() for name, tensor in tensors.items()}
+    if model is not None:
+        tensors = {
+            "user_emb": model.user_emb.weight,
+            "movie_emb": model.movie_emb.weight,
+            "user_bias": model.user_bias.weight[:, 0],
+            "movie_bias": model.movie_bias.weight[:, 0],
+        }
+        weights = {name: tensor.detach().cpu().numpy() for name, tensor in tensors.items()}
+    else:
+        weights = {
+            "user_emb": np.zeros((data.n_users, 0), np.float32),
+            "movie_emb": np.zeros((data.n_movies, 0), np.float32),
+            "user_bias": baseline.user_bias,
+            "movie_bias": baseline.movie_bias,
+        }
     weights |= {
         "baseline_user_bias": baseline.user_bias,
         "baseline_movie_bias": baseline.movie_bias,
@@ -141,8 +176,9 @@ def model_weights_and_meta(
         "version": new_version_name(data.fingerprint),
         "n_users": data.n_users,
         "n_movies": data.n_movies,
-        "n_factors": config.n_factors,
+        "n_factors": weights["user_emb"].shape[1],
         "n_ratings": len(data),
+        "rating_head": {"transform": "sigmoid" if model is not None else "linear"},
         "rating_scale": {
             "min": settings.rating_min,
             "max": settings.rating_max,
@@ -155,6 +191,19 @@ def model_weights_and_meta(
         "user_ids": data.user_ids.tolist(),
         "movie_ids": data.movie_ids.tolist(),
     }
+    if ranking is not None:
+        weights |= {"rank_user_emb": ranking.user_factors, "rank_movie_emb": ranking.movie_factors}
+        meta["ranking_head"] = {
+            "n_factors": ranking.user_factors.shape[1],
+            "unobserved_weight": ranking_config.unobserved_weight,
+            "reg": ranking.reg,
+            "reg_exponent": ranking_config.reg_exponent,
+            "rating_weight": ranking_config.rating_weight,
+            "rating_pivot": ranking_config.rating_pivot,
+            "min_weight": ranking_config.min_weight,
+            "fit_seconds": round(ranking.seconds, 3),
+            "hyper_parameters": ranking_config.as_dict(),
+        }
     return weights, meta
 
 

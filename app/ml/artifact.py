@@ -35,6 +35,23 @@ TENSOR_SHAPES: dict[str, tuple[str, ...]] = {
     "baseline_movie_bias": ("movies",),
     "movie_popularity": ("movies",),
 }
+#: the ranking head's tensors, present exactly when meta.json has a `ranking_head` (an artifact
+#: of `dotrec train --objective rating`, or of an older version, has none and serves as before)
+RANKING_TENSOR_SHAPES: dict[str, tuple[str, ...]] = {
+    "rank_user_emb": ("users", "rank_factors"),
+    "rank_movie_emb": ("movies", "rank_factors"),
+}
+#: what serving needs of meta.json's `ranking_head` to fold a new user in (finite numbers)
+RANKING_HEAD_TERMS = (
+    "unobserved_weight",
+    "reg",
+    "reg_exponent",
+    "rating_weight",
+    "rating_pivot",
+    "min_weight",
+)
+#: how a rating head's score becomes a rating: `sigmoid` (trained) or `linear` (biases alone)
+RATING_TRANSFORMS = ("sigmoid", "linear")
 
 
 class ArtifactError(ValueError):
@@ -135,7 +152,17 @@ def _validated(path: Path, weights: dict[str, np.ndarray], meta: dict) -> Artifa
     user_ids = _id_map(meta, "user_ids")
     movie_ids = _id_map(meta, "movie_ids")
     sizes = {"users": len(user_ids), "movies": len(movie_ids), "factors": meta.get("n_factors")}
-    for name, dims in TENSOR_SHAPES.items():
+    shapes = dict(TENSOR_SHAPES)
+    if "ranking_head" in meta:
+        sizes["rank_factors"] = _ranking_head_factors(path, meta["ranking_head"])
+        shapes |= RANKING_TENSOR_SHAPES
+    unexpected = sorted(set(RANKING_TENSOR_SHAPES) & set(weights) - set(shapes))
+    if unexpected:
+        raise ArtifactError(f"{path}: tensor {unexpected[0]!r} without a ranking_head in {META_FILE}")
+    transform = meta.get("rating_head", {}).get("transform", "sigmoid")
+    if transform not in RATING_TRANSFORMS:
+        raise ArtifactError(f"{path}: {META_FILE} rating_head transform must be sigmoid or linear")
+    for name, dims in shapes.items():
         if name not in weights:
             raise ArtifactError(f"{path}: tensor {name!r} missing from {WEIGHTS_FILE}")
         expected = tuple(sizes[d] for d in dims)
@@ -147,6 +174,19 @@ def _validated(path: Path, weights: dict[str, np.ndarray], meta: dict) -> Artifa
             raise ArtifactError(f"{path}: tensor {name!r} holds NaN or infinite values")
     _check_scale(path, meta)
     return Artifact(path, weights, meta, user_ids, movie_ids)
+
+
+def _ranking_head_factors(path: Path, head: object) -> int:
+    """The width of the ranking head meta.json describes; ArtifactError unless it is whole."""
+    if not isinstance(head, dict):
+        raise ArtifactError(f"{path}: {META_FILE} ranking_head must be an object")
+    factors = head.get("n_factors")
+    if type(factors) is not int or factors < 1:
+        raise ArtifactError(f"{path}: {META_FILE} ranking_head n_factors must be a positive integer")
+    for term in RANKING_HEAD_TERMS:
+        if not _is_finite_number(head.get(term)):
+            raise ArtifactError(f"{path}: {META_FILE} ranking_head {term} must be a finite number")
+    return factors
 
 
 def _is_finite_number(value: object) -> bool:
@@ -215,6 +255,7 @@ _META_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "n_ratings": ((int, type(None)), "an integer or null"),
     "global_mean": ((int, float), "a number"),
     "rating_scale": ((dict,), "an object"),
+    "rating_head": ((dict,), "an object"),
     "hyper_parameters": ((dict,), "an object"),
     "metrics": ((dict,), "an object"),
     "data_fingerprint": ((dict,), "an object"),

@@ -26,6 +26,52 @@ class FoldedUser:
     vector: np.ndarray
     bias: float
     baseline_bias: float
+    rank_vector: np.ndarray | None = None
+    """Their row of the ranking head (None: the model has none)."""
+
+
+class RankingHead:
+    """The ranking head of an artifact: what `GET /recommendations` ranks by, `P[u] . Q[m]`.
+
+    Attributes:
+        user_factors (n_users, k), movie_factors (n_movies, k): P and Q.
+        terms: meta.json's `ranking_head` (the weights and penalties a fold-in needs).
+    """
+
+    def __init__(self, user_factors: np.ndarray, movie_factors: np.ndarray, terms: dict) -> None:
+        self.user_factors = user_factors
+        self.movie_factors = movie_factors
+        self.terms = terms
+        self._gramian: np.ndarray | None = None
+
+    def gramian(self) -> np.ndarray:
+        """`unobserved_weight * Q^T Q` (k x k, float64), made once per model on first use."""
+        if self._gramian is None:
+            factors = np.asarray(self.movie_factors, dtype=np.float64)
+            self._gramian = self.terms["unobserved_weight"] * (factors.T @ factors)
+        return self._gramian
+
+    def scores(self, vectors: np.ndarray, movie_rows: np.ndarray | None = None) -> np.ndarray:
+        """float32 (P, Q) ranking scores of users given by their rows (P, k) of P."""
+        factors = self.movie_factors if movie_rows is None else self.movie_factors[movie_rows]
+        return scoring.matrix_scores(vectors, None, factors.T, None)
+
+    def fold_in(self, movie_rows: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+        """A new user's row of P from their ratings, by the closed form training solves."""
+        terms = self.terms
+        weights = scoring.ranking_weights(
+            ratings, terms["rating_weight"], terms["rating_pivot"], terms["min_weight"]
+        )
+        penalty = scoring.row_penalties(
+            np.array([len(movie_rows)]),
+            len(self.movie_factors),
+            terms["reg"],
+            terms["unobserved_weight"],
+            terms["reg_exponent"],
+        )[0]
+        return scoring.fold_in_ranking(
+            self.movie_factors[movie_rows], weights, self.gramian(), float(penalty)
+        )
 
 
 class Predictor:
@@ -62,6 +108,13 @@ class Predictor:
         self.weight_decay = float(hyper.get("weight_decay", 0.1))
         self.frequency_power = float(hyper.get("frequency_power", 0.0))
         self.mean_user_ratings = (meta.get("n_ratings") or len(self.users)) / max(len(self.users), 1)
+        self.linear = meta.get("rating_head", {}).get("transform") == "linear"
+        """The rating head is biases alone (`--objective ranking`): clip(mean + b_u + b_m)."""
+        self.ranking: RankingHead | None = None
+        if "ranking_head" in meta:
+            self.ranking = RankingHead(
+                weights["rank_user_emb"], weights["rank_movie_emb"], meta["ranking_head"]
+            )
 
     @property
     def user_ids(self) -> np.ndarray:
@@ -88,7 +141,7 @@ class Predictor:
     def pair_ratings(self, vectors: np.ndarray, biases: np.ndarray, movie_rows: np.ndarray) -> np.ndarray:
         """Row-wise: float32 (n,) served ratings of users given by their terms (n, k) and (n,)."""
         scores = scoring.pair_scores(vectors, biases, self.movie_emb[movie_rows], self.movie_bias[movie_rows])
-        return scoring.served_ratings(scores, self.y_range, self.scale, in_place=True)
+        return self._ratings(scores)
 
     def matrix(self, user_rows: np.ndarray, movie_rows: np.ndarray | None = None) -> np.ndarray:
         """float32 (P, Q) served ratings of model users x movies (None: every movie)."""
@@ -103,11 +156,24 @@ class Predictor:
         if movie_rows is not None:
             movie_emb, movie_bias = movie_emb[movie_rows], movie_bias[movie_rows]
         scores = scoring.matrix_scores(vectors, biases, movie_emb.T, movie_bias)
+        return self._ratings(scores)
+
+    def _ratings(self, scores: np.ndarray) -> np.ndarray:
+        """Served ratings of a buffer of scores, in place."""
+        if self.linear:
+            return scoring.linear_ratings(scores, self.global_mean, self.scale)
         return scoring.served_ratings(scores, self.y_range, self.scale, in_place=True)
 
     def fold_in(self, movie_rows: np.ndarray, ratings: np.ndarray) -> FoldedUser:
-        """Place a new user from their ratings of known movies, the movie side held fixed; the
-        ridge is the training penalty such a user would have had (`fold_in_ridge`)."""
+        """Place a new user from their ratings of known movies, the movie side held fixed: in the
+        rating head by a ridge regression whose ridge is the training penalty such a user would
+        have had (`fold_in_ridge`), in the ranking head by its closed form."""
+        residual = np.asarray(ratings) - self.global_mean - self.baseline_movie_bias[movie_rows]
+        baseline_bias = scoring.damped_mean(residual, USER_BASELINE_DAMPING)
+        rank_vector = None if self.ranking is None else self.ranking.fold_in(movie_rows, ratings)
+        if self.linear:  # biases alone: the user's is their damped bias, as in baseline_user_bias
+            vector = np.zeros(self.movie_emb.shape[1], dtype=np.float32)
+            return FoldedUser(vector, baseline_bias, baseline_bias, rank_vector)
         vector, bias = scoring.fold_in_rating(
             self.movie_emb[movie_rows],
             self.movie_bias[movie_rows],
@@ -115,8 +181,7 @@ class Predictor:
             self.y_range,
             self.fold_in_ridge(len(movie_rows)),
         )
-        residual = np.asarray(ratings) - self.global_mean - self.baseline_movie_bias[movie_rows]
-        return FoldedUser(vector, bias, scoring.damped_mean(residual, USER_BASELINE_DAMPING))
+        return FoldedUser(vector, bias, baseline_bias, rank_vector)
 
     def fold_in_ridge(self, n_ratings: int) -> float:
         """The L2 weight training puts on a user with n ratings, moved into pre-sigmoid units.
@@ -150,12 +215,26 @@ class Predictor:
         """(n_movies,) damped mean rating of every movie: the ranking for a user with no ratings."""
         return self.global_mean + self.baseline_movie_bias
 
-    def ranking_scores(self, ratings: np.ndarray) -> np.ndarray:
-        """What top-N lists sort by: served ratings (..., n_movies) plus a popularity prior.
+    def user_list_scores(self, user_rows: np.ndarray, ratings: np.ndarray | None = None) -> np.ndarray:
+        """`list_scores` of model users at `user_rows`; `ratings` (their served ratings of every
+        movie) are computed here when the order needs them and none are given."""
+        if self.ranking is not None:
+            return self.ranking.scores(self.ranking.user_factors[user_rows])
+        return self.list_scores(None, self.matrix(user_rows) if ratings is None else ratings)
+
+    def list_scores(self, rank_vectors: np.ndarray | None, ratings: np.ndarray | None) -> np.ndarray:
+        """What top-N lists sort by, (P, n_movies) for P users: the ranking head's scores of the
+        users' rows `rank_vectors` (P, k) when the model has one; else (an artifact trained with
+        `--objective rating`, or an older one) their served `ratings` plus a popularity prior.
 
         Predicted ratings alone favour movies with few, glowing ratings; adding
-        popularity_weight * log(1 + ratings) ranks what people actually rate highly (BENCHMARKS.md).
+        popularity_weight * log(1 + ratings) ranked what people actually rate highly better,
+        but far below the ranking head (BENCHMARKS.md, "Ranking").
         """
+        if self.ranking is not None:
+            assert rank_vectors is not None
+            return self.ranking.scores(rank_vectors)
+        assert ratings is not None
         return ratings + self.popularity_boost
 
 

@@ -1,7 +1,7 @@
 """Batch top-N: every user of a model against every movie, written to one parquet file.
 
 `recommend_all` scores users in chunks of `chunk_users` rows through the same Predictor and
-kernel as the API (`Predictor.matrix`, `ranking_scores`, `scoring.top_k_rows`): one chunk holds
+kernel as the API (`Predictor.matrix`, `user_list_scores`, `scoring.top_k_rows`): one chunk holds
 `chunk_users x n_movies` float32 scores at a time (242 MB for 1,024 users of ML-25M's 59,047
 movies), whatever the number of users. The movies each user already rated score -inf. The
 predicted rating written for each pick is the served rating of that (user, movie), without
@@ -81,8 +81,9 @@ def recommend_all(
 def _top_table(predictor: Predictor, start: int, stop: int, k: int, exclude: tuple) -> pa.Table:
     """The top-k rows of users `start:stop` as a table of SCHEMA; `exclude` holds (row within
     the chunk, movie row) pairs to leave out."""
-    ratings = predictor.matrix(np.arange(start, stop))
-    ranking = predictor.ranking_scores(ratings)
+    users = np.arange(start, stop)
+    ratings = predictor.matrix(users)
+    ranking = predictor.user_list_scores(users, ratings)
     ranking[exclude] = -np.inf
     movie_rows, values = scoring.top_k_rows(ranking, k)
     kept = np.isfinite(values)  # False past the end of a user with fewer than k unrated movies
@@ -96,6 +97,7 @@ def _top_table(predictor: Predictor, start: int, stop: int, k: int, exclude: tup
             "rank": ranks,
             "movie_id": predictor.movie_ids[movies],
             "predicted_rating": ratings[chunk_rows, movies],
+            "score": values[kept],
         },
         schema=SCHEMA,
     )

@@ -1,7 +1,7 @@
 """A `dotrec recommend-all` parquet file: its schema, and reading it back for per-user lookup.
 
 Kept apart from `recommend_all` (which needs torch) so that the server reads tables without
-importing torch. Columns `user_id int64, rank int16, movie_id int64, predicted_rating float32`,
+importing torch. Columns `user_id int64, rank int16, movie_id int64, predicted_rating float32, score float32`,
 sorted by (user_id, rank); metadata `model_version`, `created_at`, `k`, `rated_excluded`.
 """
 
@@ -22,15 +22,17 @@ SCHEMA = pa.schema(
         pa.field("rank", pa.int16(), nullable=False),
         pa.field("movie_id", pa.int64(), nullable=False),
         pa.field("predicted_rating", pa.float32(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
     ]
 )
 
 
 class UserRecommendations(NamedTuple):
-    """One user's list, best first: movie ids int64 and predicted ratings float32 (views)."""
+    """One user's list, best first: movie ids int64, predicted ratings and scores float32 (views)."""
 
     movie_ids: np.ndarray
     predicted_ratings: np.ndarray
+    scores: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,7 +44,8 @@ class Recommendations(Mapping[int, UserRecommendations]):
         metadata: every key-value pair of the file's metadata (k, rated_excluded, ...).
         user_ids: int64 (n_users,) ascending; the user of row range offsets[i]:offsets[i + 1].
         offsets: int64 (n_users + 1,).
-        movie_ids, predicted_ratings: int64 / float32 (n_rows,), each user's rows best first.
+        movie_ids, predicted_ratings, scores: int64 / float32 / float32 (n_rows,), each user's
+            rows best first.
     """
 
     model_version: str
@@ -52,6 +55,7 @@ class Recommendations(Mapping[int, UserRecommendations]):
     offsets: np.ndarray
     movie_ids: np.ndarray
     predicted_ratings: np.ndarray
+    scores: np.ndarray
 
     def _index(self, user_id: object) -> int:
         if not isinstance(user_id, int | np.integer):
@@ -64,7 +68,7 @@ class Recommendations(Mapping[int, UserRecommendations]):
         if i < 0:
             raise KeyError(user_id)
         rows = slice(self.offsets[i], self.offsets[i + 1])
-        return UserRecommendations(self.movie_ids[rows], self.predicted_ratings[rows])
+        return UserRecommendations(self.movie_ids[rows], self.predicted_ratings[rows], self.scores[rows])
 
     def __contains__(self, user_id: object) -> bool:
         return self._index(user_id) >= 0
@@ -103,4 +107,5 @@ def load_recommendations(path: Path) -> Recommendations:
         offsets=np.r_[starts, len(users)].astype(np.int64),
         movie_ids=columns["movie_id"].astype(np.int64),
         predicted_ratings=columns["predicted_rating"].astype(np.float32),
+        scores=columns["score"].astype(np.float32),
     )

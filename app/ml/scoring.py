@@ -10,7 +10,8 @@ embedding rows, never external ids.
 - row-wise pairs: `(U[users] * M[movies]).sum(-1)`; a matrix: `U[users] @ M[movies].T`;
 - top-k with exclusions: blocked rows score -inf and never appear;
 - nearest neighbours: cosine similarity of embedding rows;
-- fold-in: a user's vector and bias solved from their ratings with the movie side fixed.
+- fold-in: a user's vector and bias solved from their ratings with the movie side fixed;
+- the ranking head's weights: how much each rating counts, how much each row is shrunk.
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ def _squash_numpy(buffer: np.ndarray, lo: float, hi: float) -> np.ndarray:
     buffer *= (hi - lo) / 2
     buffer += lo
     return buffer
+
+
+def linear_ratings(scores: np.ndarray, global_mean: float, scale: Range) -> np.ndarray:
+    """`clip(global_mean + scores)` in place: the ratings of a rating head of biases alone
+    (`dotrec train --objective ranking`), where a score is the sum of two damped biases."""
+    scores += global_mean
+    np.maximum(scores, scale[0], out=scores)
+    return np.minimum(scores, scale[1], out=scores)
 
 
 def clip(values: np.ndarray | float, scale: Range) -> np.ndarray:
@@ -111,6 +120,37 @@ def fold_in_rating(
     system = features.T @ features + ridge * np.eye(features.shape[1])
     solution = np.linalg.solve(system, features.T @ target)
     return solution[:-1].astype(np.float32), float(solution[-1])
+
+
+def ranking_weights(ratings: np.ndarray, rating_weight: float, pivot: float, least: float) -> np.ndarray:
+    """float32 (n,) how much each rating counts for the ranking head: 1, or with a positive
+    `rating_weight` `1 + rating_weight * (r - pivot)`, at least `least`: a 5-star rating says
+    more about what a user wants than a 1-star one, which still says they chose to watch it."""
+    ratings = np.asarray(ratings, dtype=np.float32)
+    if rating_weight == 0:
+        return np.ones(len(ratings), dtype=np.float32)
+    return np.maximum(1.0 + rating_weight * (ratings - pivot), least).astype(np.float32)
+
+
+def row_penalties(
+    counts: np.ndarray, n_other: int, reg: float, unobserved: float, power: float
+) -> np.ndarray:
+    """float32 (n,) the ranking head's L2 weight of each row, `reg * (count + unobserved *
+    n_other) ** power` (Rendle et al. 2021's frequency-scaled regularization)."""
+    return (reg * (np.asarray(counts, dtype=np.float64) + unobserved * n_other) ** power).astype(np.float32)
+
+
+def fold_in_ranking(
+    movie_factors: np.ndarray, weights: np.ndarray, gramian: np.ndarray, penalty: float
+) -> np.ndarray:
+    """float32 (k,) a user's ranking-head vector from the factors (n, k) of the movies they
+    rated and those ratings' `weights`, the movie side fixed: the same closed form training
+    solves for every user, `(gramian + M_I^T W M_I + penalty I) u = M_I^T W 1`, `gramian` being
+    `unobserved * M^T M` of the whole catalogue (the same for every user of a model)."""
+    factors = np.asarray(movie_factors, dtype=np.float64)
+    weighted = factors * np.asarray(weights, dtype=np.float64)[:, None]
+    system = gramian + factors.T @ weighted + penalty * np.eye(factors.shape[1])
+    return np.linalg.solve(system, weighted.sum(0)).astype(np.float32)
 
 
 def damped_mean(residuals: np.ndarray, damping: float) -> float:

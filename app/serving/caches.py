@@ -97,12 +97,24 @@ class FoldCache:
 
 @dataclass(frozen=True)
 class Candidates:
-    """A model user's best movie rows by ranking score, best first, with what the items show."""
+    """A user's best movie rows by list score, best first, with what the items show."""
 
     rows: np.ndarray
     """int32 movie rows."""
+    scores: np.ndarray
+    """float32 what the list is ranked by."""
     ratings: np.ndarray
     """float32 predicted ratings of those movies."""
+
+    def unblocked(self, blocked: np.ndarray | None) -> Candidates:
+        """The candidates a list may hold (`blocked`: bool per movie row, as CatalogView.blocked)."""
+        if blocked is None:
+            return self
+        keep = ~blocked[self.rows]
+        return Candidates(self.rows[keep], self.scores[keep], self.ratings[keep])
+
+    def first(self, k: int) -> Candidates:
+        return Candidates(self.rows[:k], self.scores[:k], self.ratings[:k])
 
 
 class CandidateCache(LockedLru[int, Candidates]):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from app.ml.recommendations_table import load_recommendations
+from app.serving.caches import Candidates
 
 if TYPE_CHECKING:
     from app.serving.serving_model import ServingModel
@@ -19,9 +20,9 @@ if TYPE_CHECKING:
 class PrecomputedTable:
     """A `dotrec recommend-all` file of one serving model, held in memory for GET /recommendations.
 
-    Each user's list (best first) is a slice `offsets[i]:offsets[i + 1]` of `rows` (the movies'
-    rows in the model) and `ratings`; the user of slice i is
-    `user_ids[i]` (ascending). Loaded only when made from the serving model after it was trained.
+    Each user's list (best first) is a slice `offsets[i]:offsets[i + 1]` of `lists` (the movies'
+    rows in the model, their scores and predicted ratings); the user of slice i is `user_ids[i]`
+    (ascending). Loaded only when made from the serving model after it was trained.
     """
 
     path: Path
@@ -34,8 +35,7 @@ class PrecomputedTable:
     """True when the users' rated movies were left out when the file was made."""
     user_ids: np.ndarray
     offsets: np.ndarray
-    rows: np.ndarray
-    ratings: np.ndarray
+    lists: Candidates
 
     @property
     def users(self) -> int:
@@ -48,19 +48,12 @@ class PrecomputedTable:
             return None
         return int(self.offsets[i]), int(self.offsets[i + 1])
 
-    def top(
-        self, span: tuple[int, int], k: int, blocked: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """(rows, ratings) of the first k unblocked movies of a user's list; None when fewer
-        than k are left (`blocked`: bool per movie row, as CatalogView.blocked)."""
-        rows = self.rows[span[0] : span[1]]
-        ratings = self.ratings[span[0] : span[1]]
-        if blocked is not None:
-            keep = ~blocked[rows]
-            rows, ratings = rows[keep], ratings[keep]
-        if len(rows) < k:
-            return None
-        return rows[:k], ratings[:k]
+    def top(self, span: tuple[int, int], k: int, blocked: np.ndarray | None) -> Candidates | None:
+        """The first k unblocked movies of a user's list; None when fewer than k are left
+        (`blocked`: bool per movie row, as CatalogView.blocked)."""
+        lists, part = self.lists, slice(*span)
+        found = Candidates(lists.rows[part], lists.scores[part], lists.ratings[part]).unblocked(blocked)
+        return None if len(found.rows) < k else found.first(k)
 
 
 def file_signature(path: Path) -> tuple[int, int, int]:
@@ -113,6 +106,9 @@ def load_precomputed(path: Path, model: ServingModel) -> PrecomputedTable:
         rated_excluded=table.metadata.get("rated_excluded", "true") != "false",
         user_ids=np.ascontiguousarray(table.user_ids, dtype=np.int64),
         offsets=np.ascontiguousarray(table.offsets, dtype=np.int64),
-        rows=rows,
-        ratings=np.ascontiguousarray(table.predicted_ratings, dtype=np.float32),
+        lists=Candidates(
+            rows,
+            np.ascontiguousarray(table.scores, dtype=np.float32),
+            np.ascontiguousarray(table.predicted_ratings, dtype=np.float32),
+        ),
     )

@@ -1,8 +1,9 @@
 """Top-k recommendation lists (GET /recommendations/{user}).
 
-Personal lists rank by `Predictor.ranking_scores` and report each movie's predicted rating; a
-cold user's list is the popular movies by damped mean rating, reporting their baseline. A model
-user's ranking depends on the model alone, so their best CANDIDATES rows are kept
+Personal lists rank by `Predictor.list_scores` (the ranking head's `P[u] . Q[m]`, or for a model
+without one the predicted rating plus a popularity prior) and report each movie's predicted
+rating beside its score; a cold user's list is the popular movies by damped mean rating. A
+model user's ranking depends on the model alone, so their best CANDIDATES rows are kept
 (CandidateCache) and each request filters them (rated, genre, catalog); finished lists are kept
 too (ListCache) under a key naming everything they depend on. Folded-in users rank every movie.
 """
@@ -19,7 +20,7 @@ from app.serving.caches import Candidates
 from app.serving.catalog import genre_key
 from app.serving.precomputed import PrecomputedTable
 from app.serving.serving_model import ServingModel
-from app.serving.users import COLD, FOLD_IN, MODEL, UserState, user_terms
+from app.serving.users import COLD, FOLD_IN, MODEL, UserState, UserTerms, user_terms
 
 #: strategy of a recommendation list, by the user's kind
 RECOMMEND_STRATEGY = {MODEL: "model", FOLD_IN: "fold_in", COLD: "popular"}
@@ -35,6 +36,11 @@ class Item(BaseModel):
     movie_id: int
     title: str | None
     predicted_rating: float = Field(description="The rating the model predicts (6 decimals).")
+    score: float = Field(
+        description="What the list is ranked by, descending (6 decimals): the ranking head's dot "
+        "product for personal lists (for a model without one, the predicted rating plus a "
+        "popularity prior); the damped mean rating for the popular list."
+    )
 
 
 def recommend(
@@ -62,65 +68,70 @@ def recommend(
     if terms.vector is None:
         order = model.popular_order
         rows = (order if blocked is None else order[~blocked[order]])[:k]
-        values = model.popular_ratings[rows]
+        found = Candidates(rows, model.popular_scores[rows], model.popular_ratings[rows])
     elif user.kind == MODEL:
-        rows, values = _from_candidates(model, user, k, blocked)
+        found = _from_candidates(model, user, terms, k, blocked)
     else:
-        ratings = model.predictor.ratings_matrix(terms.vector[None], np.array([terms.bias]))[0]
-        rows = scoring.top_k(model.predictor.ranking_scores(ratings), k, blocked)
-        values = ratings[rows]
-    items = list_items(model, rows, values)
+        found = ranked(model, terms, k, blocked)
+    items = list_items(model, found)
     if cacheable:
         model.lists.put(key, items)
     return RECOMMEND_STRATEGY[user.kind], items
 
 
-def list_items(model: ServingModel, rows: np.ndarray, ratings: np.ndarray) -> list[Item]:
-    """The items of a list of movie rows, best first, as the API returns them."""
+def list_items(model: ServingModel, found: Candidates) -> list[Item]:
+    """The items of a list, best first, as the API returns them."""
     titles = model.view().titles
     return [
-        Item(movie_id=movie_id, title=titles[row], predicted_rating=rating)
-        for movie_id, row, rating in zip(
-            model.predictor.movie_ids[rows].tolist(),
-            rows.tolist(),
-            np.round(ratings.astype(np.float64), 6).tolist(),
+        Item(movie_id=movie_id, title=titles[row], predicted_rating=rating, score=score)
+        for movie_id, row, rating, score in zip(
+            model.predictor.movie_ids[found.rows].tolist(),
+            found.rows.tolist(),
+            np.round(found.ratings.astype(np.float64), 6).tolist(),
+            np.round(found.scores.astype(np.float64), 6).tolist(),
             strict=True,
         )
     ]
 
 
-def _from_candidates(
-    model: ServingModel, user: UserState, k: int, blocked: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, ratings) of the first k unblocked of the user's cached candidates (ranked on a
-    miss). When the filters leave fewer than k, a list longer by the number of blocked movies
-    replaces the cached one, so a user who has rated much is ranked in full once, not at every
-    request; fewer than k come back only when fewer are left in the whole catalog."""
-    entry = model.candidates.get(user.row) or _rank_candidates(model, user, model.n_candidates)
-    rows, ratings = _unblocked(entry, blocked)
-    n_movies = model.predictor.n_movies
-    if len(rows) < k and len(entry.rows) < n_movies:
-        hidden = 0 if blocked is None else int(blocked.sum())
-        entry = _rank_candidates(model, user, min(n_movies, max(k, len(entry.rows)) + hidden))
-        rows, ratings = _unblocked(entry, blocked)
-    return rows[:k], ratings[:k]
-
-
-def _rank_candidates(model: ServingModel, user: UserState, length: int) -> Candidates:
-    """The `length` best movie rows of a model user by ranking score, into the candidate cache."""
+def ranked(
+    model: ServingModel, terms: UserTerms, length: int, blocked: np.ndarray | None = None
+) -> Candidates:
+    """The `length` best unblocked movie rows of a user by list score, with their predicted
+    ratings (computed for those movies alone when a ranking head decides the order)."""
     predictor = model.predictor
-    ratings = predictor.matrix(np.array([user.row]))[0]
-    rows = scoring.top_k(predictor.ranking_scores(ratings), length)
-    entry = Candidates(rows.astype(np.int32), ratings[rows])
-    model.candidates.put(user.row, entry)
-    return entry
+    assert terms.vector is not None
+    vector, bias = terms.vector[None], np.array([terms.bias])
+    if predictor.ranking is None:
+        ratings = predictor.ratings_matrix(vector, bias)[0]
+        scores = predictor.list_scores(None, ratings[None])[0]
+        rows = scoring.top_k(scores.copy(), length, blocked)
+        return Candidates(rows.astype(np.int32), scores[rows], ratings[rows])
+    assert terms.rank_vector is not None
+    scores = predictor.list_scores(terms.rank_vector[None], None)[0]
+    rows = scoring.top_k(scores.copy(), length, blocked)
+    return Candidates(rows.astype(np.int32), scores[rows], predictor.ratings_matrix(vector, bias, rows)[0])
 
 
-def _unblocked(entry: Candidates, blocked: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    if blocked is None:
-        return entry.rows, entry.ratings
-    keep = ~blocked[entry.rows]
-    return entry.rows[keep], entry.ratings[keep]
+def _from_candidates(
+    model: ServingModel, user: UserState, terms: UserTerms, k: int, blocked: np.ndarray | None
+) -> Candidates:
+    """The first k unblocked of the user's cached candidates (ranked on a miss). When the
+    filters leave fewer than k, a list longer by the number of blocked movies replaces the
+    cached one, so a user who has rated much is ranked in full once, not at every request;
+    fewer than k come back only when fewer are left in the whole catalog."""
+    entry = model.candidates.get(user.row)
+    if entry is None:
+        entry = ranked(model, terms, model.n_candidates)
+        model.candidates.put(user.row, entry)
+    found = entry.unblocked(blocked)
+    n_movies = model.predictor.n_movies
+    if len(found.rows) < k and len(entry.rows) < n_movies:
+        hidden = 0 if blocked is None else int(blocked.sum())
+        entry = ranked(model, terms, min(n_movies, max(k, len(entry.rows)) + hidden))
+        model.candidates.put(user.row, entry)
+        found = entry.unblocked(blocked)
+    return found.first(k)
 
 
 def precomputed_items(
@@ -138,6 +149,4 @@ def precomputed_items(
     if span is None:
         return None
     found = table.top(span, k, model.blocked(genre, rated))
-    if found is None:
-        return None
-    return list_items(model, *found)
+    return None if found is None else list_items(model, found)

@@ -37,9 +37,13 @@ class ServingModel:
         self.path = path
         self.loaded_at = datetime.now(UTC)
         self.movie_id_list: list[int] = predictor.movie_ids.tolist()
-        self.popular_order = np.argsort(-predictor.popular_scores(), kind="stable")
+        self.popular_scores = predictor.popular_scores().astype(np.float32)
+        self.popular_order = np.argsort(-self.popular_scores, kind="stable")
         self.popular_ratings = predictor.baseline(np.arange(predictor.n_movies))
-        self.movie_norms = scoring.row_norms(predictor.movie_emb)
+        # similar movies by the head that measured better (BENCHMARKS.md, "Ranking")
+        ranking = predictor.ranking
+        self.neighbour_vectors = predictor.movie_emb if ranking is None else ranking.movie_factors
+        self.neighbour_norms = scoring.row_norms(self.neighbour_vectors)
         self.fold_cache = FoldCache()
         self.candidates = CandidateCache()
         self.lists = ListCache()

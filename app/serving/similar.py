@@ -7,11 +7,12 @@ from app.serving.serving_model import ServingModel
 
 
 def similar_movies(model: ServingModel, movie_row: int, k: int) -> list[tuple[int, str | None, float]]:
-    """The k catalog movies nearest `movie_row` by cosine similarity: (id, title, similarity)."""
+    """The k catalog movies nearest `movie_row` by cosine similarity of their ranking-head rows
+    (of their rating-head embeddings for a model without one): (id, title, similarity)."""
     view = model.view()
     blocked = None if view.all_recommendable else ~view.recommendable
     rows, similarities = scoring.cosine_neighbours(
-        model.predictor.movie_emb, model.movie_norms, movie_row, k, blocked
+        model.neighbour_vectors, model.neighbour_norms, movie_row, k, blocked
     )
     ids = model.predictor.movie_ids[rows].tolist()
     return [

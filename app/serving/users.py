@@ -38,6 +38,8 @@ class UserTerms:
     vector: np.ndarray | None
     bias: np.float32
     baseline_offset: float
+    rank_vector: np.ndarray | None = None
+    """Their row of the ranking head (None for a cold user, or a model without one)."""
 
 
 def model_user(model: ServingModel, user_id: int) -> UserState | None:
@@ -71,14 +73,17 @@ def resolve_user(
 def user_terms(model: ServingModel, user: UserState) -> UserTerms:
     predictor = model.predictor
     if user.kind == MODEL:
+        ranking = predictor.ranking
         return UserTerms(
             predictor.user_emb[user.row],
             predictor.user_bias[user.row],
             float(predictor.baseline_user_bias[user.row]),
+            None if ranking is None else ranking.user_factors[user.row],
         )
     if user.kind == FOLD_IN:
-        assert user.folded is not None
-        return UserTerms(user.folded.vector, np.float32(user.folded.bias), user.folded.baseline_bias)
+        folded = user.folded
+        assert folded is not None
+        return UserTerms(folded.vector, np.float32(folded.bias), folded.baseline_bias, folded.rank_vector)
     return UserTerms(None, np.float32(0), 0.0)
 
 

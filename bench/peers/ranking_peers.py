@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench.ranking_protocol import top_k
+from app.ml.ranking_metrics import top_lists as top_k
 
 
 def implicit_als(train: dict, config: dict) -> tuple[np.ndarray, np.ndarray, float]:

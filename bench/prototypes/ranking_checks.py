@@ -37,10 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from app.ml.ranking_metrics import ranking_metrics
+from app.ml.ranking_metrics import top_lists as top_k
 from bench.bench_ranking import Ratings, Split, load_split
 from bench.common import RESULTS_DIR, machine, markdown_table, write_result
 from bench.prototypes.ranking_head import IALSConfig, fit, fold_in
-from bench.ranking_protocol import ranking_metrics, top_k
 
 #: what bench_ranking's tuning picked per data set (bench/prototypes/NOTES.md); `defaults` is IALSConfig()
 TUNED = {

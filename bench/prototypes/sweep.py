@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from app.ml.ranking_metrics import ranking_metrics
+from app.ml.ranking_metrics import top_lists as top_k
 from bench.bench_ranking import load_split
 from bench.prototypes.ranking_head import IALSConfig, RankingHead, fit
-from bench.ranking_protocol import ranking_metrics, top_k
 
 
 def main() -> None:

@@ -92,14 +92,17 @@ def api_settings(**overrides: object) -> Settings:
     return Settings(_env_file=None, **(values | overrides))
 
 
-def train_model(data: Data, models_dir: Path, seed: int = 0, epochs: int = 3) -> Path:
+def train_model(
+    data: Data, models_dir: Path, seed: int = 0, epochs: int = 3, objective: str = "both"
+) -> Path:
     """Train a tiny model on `data` into `models_dir` (torch is imported here, in the tests only)."""
     from app.jobs.training import train_and_save
     from app.ml.train import TrainConfig
 
     training = TrainingSet.from_arrays(data.users, data.movies, data.ratings, data.timestamps)
     config = TrainConfig(n_factors=8, epochs=epochs, seed=seed, batch_size=128, lr=0.02)
-    return train_and_save(training, api_settings(models_dir=models_dir), config).path
+    settings = api_settings(models_dir=models_dir)
+    return train_and_save(training, settings, config, objective=objective).path  # type: ignore[arg-type]
 
 
 def seed_database(engine: Engine, data: Data) -> None:

@@ -129,7 +129,7 @@ def without_movies(folder: Path) -> None:
     edit_meta(lambda meta: meta.update(movie_ids=[], n_movies=0))(folder)
 
     def drop_movies(tensors: dict[str, np.ndarray]) -> None:
-        for name in ("movie_emb", "movie_bias", "baseline_movie_bias", "movie_popularity"):
+        for name in ("movie_emb", "movie_bias", "baseline_movie_bias", "movie_popularity", "rank_movie_emb"):
             tensors[name] = tensors[name][:0]
 
     edit_weights(drop_movies)(folder)

@@ -6,10 +6,11 @@ import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
-from api_support import CATALOG_ONLY, NEW_USER, ClientMaker, Data
+from api_support import CATALOG_ONLY, NEW_USER, ClientMaker, Data, train_model
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
@@ -32,13 +33,17 @@ def test_known_user_gets_best_first_unrated_movies(client: TestClient, data: Dat
     assert all(item["title"].startswith(f"Movie {item['movie_id']} ") for item in items)
 
     predictor = model.predictor
-    row = int(predictor.users.rows([1])[0])
-    ratings = predictor.matrix(np.array([row]), np.arange(predictor.n_movies))[0]
-    ranking = predictor.ranking_scores(ratings)
-    ranking[predictor.movies.rows(sorted(rated))] = -np.inf
-    expected = predictor.movie_ids[np.argsort(-ranking, kind="stable")[:5]].tolist()
+    row = predictor.users.row(1)
+    ranking = predictor.ranking  # the ranking head decides the order: P[u] . Q[m]
+    assert ranking is not None
+    scores = ranking.movie_factors @ ranking.user_factors[row]
+    scores[predictor.movies.rows(sorted(rated))] = -np.inf
+    expected = predictor.movie_ids[np.argsort(-scores, kind="stable")[:5]].tolist()
     assert [item["movie_id"] for item in items] == expected
+    listed = [item["score"] for item in items]
+    assert listed == sorted(listed, reverse=True)
     for item in items:
+        assert item["score"] == pytest.approx(float(scores[predictor.movies.row(item["movie_id"])]), abs=2e-6)
         single = client.get(f"/predict/1/{item['movie_id']}").json()["rating"]
         assert item["predicted_rating"] == pytest.approx(single, abs=2e-5)
 
@@ -138,8 +143,10 @@ def test_similar_movies(client: TestClient) -> None:
     items = body["items"]
     assert len(items) == 4 and 1 not in {item["movie_id"] for item in items}
     predictor = client.app.state.dotrec.store.current.predictor
-    norms = scoring.row_norms(predictor.movie_emb)
-    rows, similarities = scoring.cosine_neighbours(predictor.movie_emb, norms, predictor.movies.row(1), 4)
+    factors = predictor.ranking.movie_factors  # the head whose neighbours measured better
+    rows, similarities = scoring.cosine_neighbours(
+        factors, scoring.row_norms(factors), predictor.movies.row(1), 4
+    )
     assert [item["movie_id"] for item in items] == predictor.movie_ids[rows].tolist()
     np.testing.assert_allclose([item["similarity"] for item in items], similarities, atol=1e-5)
     similarity = [item["similarity"] for item in items]
@@ -153,17 +160,23 @@ def test_similar_movies(client: TestClient) -> None:
         assert client.get("/movies/1/similar", params=params).status_code == 422
 
 
-def test_popularity_weight_setting_changes_the_ranking(make_client: ClientMaker, data: Data) -> None:
+def test_without_a_ranking_head_lists_rank_by_rating_and_popularity_weight(
+    make_client: ClientMaker, data: Data, models_dir: Path
+) -> None:
+    train_model(data, models_dir, seed=1, objective="rating")  # an artifact as the first versions made
     client = make_client(popularity_weight=0.0)
     model = client.app.state.dotrec.store.current
     predictor = model.predictor
-    assert not predictor.popularity_boost.any()
+    assert predictor.ranking is None and not predictor.popularity_boost.any()
     row = int(predictor.users.rows([4])[0])
     ratings = predictor.matrix(np.array([row]), np.arange(predictor.n_movies))[0]
     ratings[predictor.movies.rows(sorted(data.rated_by(4)))] = -np.inf
     expected = predictor.movie_ids[np.argsort(-ratings, kind="stable")[:5]].tolist()
     items = client.get("/recommendations/4", params={"k": 5}).json()["items"]
     assert [item["movie_id"] for item in items] == expected
+    assert [item["score"] for item in items] == [item["predicted_rating"] for item in items]
+    weighted = make_client(popularity_weight=0.5).get("/recommendations/4", params={"k": 5}).json()["items"]
+    assert [item["movie_id"] for item in weighted] != expected, "the prior moves popular movies up"
 
 
 def test_a_failed_inline_read_is_retried_in_the_thread_pool(

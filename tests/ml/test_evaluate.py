@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from app.data.training_set import TrainingSet
-from app.ml.evaluate import BiasBaseline, mae, popularity_scorer, ranking_scores, rmse
+from app.ml.evaluate import BiasBaseline, mae, popularity_scorer, ranking_report, rmse
 
 
 def test_rmse_and_mae() -> None:
@@ -30,16 +30,25 @@ def tiny_sets() -> tuple[TrainingSet, TrainingSet]:
     return full.subset(~is_test), full.subset(is_test)
 
 
-def test_ranking_scores_by_hand() -> None:
+def test_ranking_report_by_hand() -> None:
     train, test = tiny_sets()
-    # user row 0 prefers movies in this order: 1 (rated, must be skipped), 4, 2, 5, 6, 3
+    # user row 0 prefers movies in this order: 1 (rated, must be skipped), 4, 2, 5, 6, 3; movies
+    # 3, 4 and 5 have no training rating (no model knows them), so only 2 and 6 can be listed
     preference = np.array([[9, 7, 1, 8, 6, 5]], dtype=np.float32)
-    scores = ranking_scores(lambda users: np.repeat(preference, len(users), axis=0), train, test, k=3)
-    # only user 1 has a relevant (>= 4) test rating: movies 2 and 3; top-3 is [4, 2, 5] -> one hit at rank 2
-    assert scores.users == 1
-    assert scores.precision == pytest.approx(1 / 3)
-    assert scores.recall == pytest.approx(1 / 2)
-    assert scores.ndcg == pytest.approx((1 / np.log2(3)) / (1 + 1 / np.log2(3)))
+    report = ranking_report(lambda users: np.repeat(preference, len(users), axis=0), train, test, k=3)
+    # >= 4: only user 1 has relevant test ratings (movies 2 and 3); their list [2, 6] hits at rank 1
+    assert report.ge4.users == 1
+    assert report.ge4.precision == pytest.approx(1 / 3)
+    assert report.ge4.recall == pytest.approx(1 / 2)
+    assert report.ge4.ndcg == pytest.approx(1 / (1 + 1 / np.log2(3)))
+    # every rating: user 1 (relevant 2, 3, 4: one hit) and user 2 (relevant 5, nothing left to list)
+    assert report.all.users == 2
+    assert report.all.precision == pytest.approx((1 / 3 + 0) / 2)
+    assert report.all.recall == pytest.approx((1 / 3 + 0) / 2)
+    assert report.all.ndcg == pytest.approx(1 / (1 + 1 / np.log2(3) + 1 / 2) / 2)
+    # movies 2 and 6 of the catalogue {1, 2, 6}, popularity ranks 2 and 3 (movie 1 is first)
+    assert report.coverage == pytest.approx(2 / 3)
+    assert report.mean_popularity_rank == pytest.approx(2.5)
 
 
 def test_popularity_ranks_by_training_counts() -> None:

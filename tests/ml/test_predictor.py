@@ -77,8 +77,22 @@ def test_baseline_is_mean_plus_movie_bias_clipped_to_the_scale(predictor) -> Non
     assert predictor.user_baseline(-100.0) == predictor.scale[0]
 
 
-def test_ranking_scores_add_the_popularity_prior(predictor) -> None:
-    ratings = predictor.matrix(np.array([0]))[0]
-    boost = predictor.ranking_scores(ratings) - ratings
-    np.testing.assert_allclose(boost, 0.5 * predictor.artifact.weights["movie_popularity"], rtol=1e-6)
-    assert scoring.top_k(predictor.ranking_scores(ratings), 1)[0] == np.argmax(ratings + boost)
+def test_lists_rank_by_the_ranking_head(predictor) -> None:
+    users = np.array([0, 7])
+    ranking = predictor.ranking
+    assert ranking is not None
+    expected = ranking.user_factors[users] @ ranking.movie_factors.T
+    np.testing.assert_allclose(predictor.user_list_scores(users), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_without_a_ranking_head_lists_add_the_popularity_prior(planted, tmp_path) -> None:
+    settings = Settings(models_dir=tmp_path)
+    config = TrainConfig(n_factors=4, epochs=2)
+    rating_only = Predictor(
+        load_artifact(train_and_save(planted.data, settings, config, objective="rating").path)
+    )
+    assert rating_only.ranking is None and "ranking_head" not in rating_only.meta
+    ratings = rating_only.matrix(np.array([0]))[0]
+    boost = rating_only.user_list_scores(np.array([0]))[0] - ratings
+    np.testing.assert_allclose(boost, 0.5 * rating_only.artifact.weights["movie_popularity"], rtol=1e-5)
+    assert scoring.top_k(rating_only.user_list_scores(np.array([0]))[0], 1)[0] == np.argmax(ratings + boost)

@@ -89,7 +89,7 @@ def test_every_users_list_is_the_predictors_top_n(model, rated, tmp_path) -> Non
         user_id = int(predictor.user_ids[row])
         excluded = rated_rows_of(predictor, rated, user_id)
         ratings = predictor.matrix(np.array([row]))[0]
-        scores = predictor.ranking_scores(ratings)
+        scores = predictor.user_list_scores(np.array([row]))[0]
         allowed = scores.copy()
         allowed[excluded] = -np.inf
         expected = np.argsort(-allowed, kind="stable")[: min(K, int(np.isfinite(allowed).sum()))]
@@ -101,6 +101,7 @@ def test_every_users_list_is_the_predictors_top_n(model, rated, tmp_path) -> Non
         # the same scores best first: the same list up to float32 rounding among near-ties
         np.testing.assert_allclose(scores[got], scores[expected], rtol=0, atol=1e-5)
         np.testing.assert_allclose(columns["predicted_rating"][mine], ratings[got], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(columns["score"][mine], scores[got], rtol=0, atol=1e-6)
         exact += np.array_equal(got, expected)
     assert exact >= predictor.n_users - 1
     lengths = {row: int((columns["user_id"] == predictor.user_ids[row]).sum()) for row in (1, 2, 3)}
@@ -135,6 +136,7 @@ def test_schema_metadata_and_row_groups(model, rated, tmp_path) -> None:
         ("rank", pa.int16(), False),
         ("movie_id", pa.int64(), False),
         ("predicted_rating", pa.float32(), False),
+        ("score", pa.float32(), False),
     ]
     assert schema.remove_metadata().equals(SCHEMA)
     parquet = pq.ParquetFile(out)
@@ -160,9 +162,10 @@ def test_load_recommendations_looks_users_up(model, rated, tmp_path) -> None:
     assert list(loaded) == with_rows.tolist()
     for user_id in with_rows.tolist():
         mine = columns["user_id"] == user_id
-        movies, ratings = loaded[user_id]
+        movies, ratings, scores = loaded[user_id]
         np.testing.assert_array_equal(movies, columns["movie_id"][mine])
         np.testing.assert_array_equal(ratings, columns["predicted_rating"][mine])
+        np.testing.assert_array_equal(scores, columns["score"][mine])
         assert user_id in loaded and np.int64(user_id) in loaded
     assert int(predictor.user_ids[2]) not in loaded and 10**9 not in loaded and "7" not in loaded
     assert loaded.get(10**9) is None
@@ -186,7 +189,7 @@ def test_load_recommendations_refuses_other_files(tmp_path) -> None:
     with pytest.raises(ValueError, match="not a recommend-all"):
         load_recommendations(tmp_path / "junk.parquet")
     pq.write_table(
-        pa.table({"user_id": [1], "rank": [1], "movie_id": [2], "predicted_rating": [3.0]}),
+        pa.table({"user_id": [1], "rank": [1], "movie_id": [2], "predicted_rating": [3.0], "score": [1.0]}),
         p := tmp_path / "x.parquet",
     )
     with pytest.raises(ValueError, match="model_version"):

@@ -1,11 +1,14 @@
-"""The ranking protocol of issue 14, numpy only, so that the peers' environment can import it too.
+"""Top-k ranking quality, as `dotrec evaluate` and bench/bench_ranking.py report it.
 
-- `per_user_split`: per user, a seeded random share of their ratings held out.
-- `top_k`: each user's k best-scored movies, their training movies excluded.
-- `ranking_metrics`: precision@k, recall@k, NDCG@k (both relevance rules), catalogue coverage of
-  all users' lists and mean popularity rank of the recommended movies.
+- `top_lists`: each user's k best-scored movies, their training movies excluded (the kernel's
+  top-k, as serving ranks);
+- `ranking_metrics`: precision@k, recall@k, NDCG@k under two relevance rules (every held-out
+  rating relevant; only those >= 4), catalogue coverage of all users' lists and mean popularity
+  rank of the listed movies.
 
-Rows are dense 0-based codes (users 0..n_users-1, movies 0..n_movies-1) shared by every method.
+Numpy only (and the kernel), on plain arrays, so that the benchmark's peers' environment, which
+has no dotrec dependencies, can import it too. Rows are dense 0-based codes (users
+0..n_users-1, movies 0..n_movies-1) shared by every method.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from app.ml import scoring
 
 K = 10
 #: the second relevance rule: only held-out ratings at or above this are relevant
@@ -24,23 +29,6 @@ RULES = ("all", "ge4")
 Scorer = Callable[[np.ndarray], np.ndarray]
 
 
-def per_user_split(user_rows: np.ndarray, share: float, seed: int) -> np.ndarray:
-    """bool (n,) mask of held-out ratings: per user, round(share * count) of them, chosen at random.
-
-    Every user keeps at least one rating in training. Deterministic for a seed: a random key per
-    rating, ratings ranked by key within each user, the lowest ranks held out.
-    """
-    rng = np.random.default_rng(seed)
-    keys = rng.random(len(user_rows))
-    order = np.lexsort((keys, user_rows))
-    counts = np.bincount(user_rows)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.empty(len(user_rows), dtype=np.int64)
-    rank[order] = np.arange(len(user_rows)) - np.repeat(starts, counts)
-    held = np.minimum(np.round(share * counts), counts - 1)
-    return rank < held[user_rows]
-
-
 def csr_rows(user_rows: np.ndarray, movie_rows: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
     """(indptr (n_users+1,), movie rows sorted by user): each user's movies as one slice."""
     order = np.argsort(user_rows, kind="stable")
@@ -48,7 +36,7 @@ def csr_rows(user_rows: np.ndarray, movie_rows: np.ndarray, n_users: int) -> tup
     return indptr, movie_rows[order]
 
 
-def top_k(
+def top_lists(
     score_users: Scorer,
     train_users: np.ndarray,
     train_movies: np.ndarray,
@@ -57,8 +45,9 @@ def top_k(
     k: int = K,
     chunk: int = 1024,
 ) -> np.ndarray:
-    """int (len(users), k) movie rows, best first, of each user's list; the user's training movies
-    excluded, and so are movies with no training rating (no model knows them: not in the catalogue)."""
+    """int (len(users), k) movie rows, best first, of each user's list (-1 past the end of a
+    short one); the user's training movies excluded, and so are movies with no training rating
+    (no model knows them: not in the catalogue)."""
     indptr, movies = csr_rows(train_users, train_movies, n_users)
     unknown = None
     lists = []
@@ -72,9 +61,8 @@ def top_k(
         if unknown is None:
             unknown = np.bincount(train_movies, minlength=scores.shape[1]) == 0
         scores[:, unknown] = -np.inf
-        best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, best, 1), axis=1, kind="stable")
-        lists.append(np.take_along_axis(best, order, 1))
+        best, values = scoring.top_k_rows(scores, k)
+        lists.append(np.where(np.isfinite(values), best, -1))
     return np.concatenate(lists) if lists else np.zeros((0, k), dtype=np.int64)
 
 

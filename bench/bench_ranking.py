@@ -18,7 +18,7 @@ cornac's seeded BPR runs one thread.
 
 Methods: popularity; EASE (Steck 2019, numpy, lambda tuned); implicit's ALS (factors,
 regularization, alpha tuned) and cornac's BPR (factors, learning rate, regularization, epochs
-tuned), both in bench/.venv-peers; the prototype ranking head (bench/prototypes/ranking_head.py,
+tuned), both in bench/.venv-peers; the ranking head (app/ml/ranking.py, fitted alone,
 tuned, and its one set of defaults); and dotrec as served: the training part imported into a
 fresh SQLite database, `dotrec train` with its defaults, `dotrec serve`, one
 `GET /recommendations/{user}?k=10` per test user (`served_dotrec_lists`; only the CLI and the
@@ -405,7 +405,7 @@ def grids(name: str) -> dict[str, list[dict]]:
         for reg in (0.01, 0.03, 0.1)
     ]
     head = [
-        IALSConfig(dim=d, reg_scale=scale, rating_weight=w, threads=THREADS).as_dict()
+        IALSConfig(n_factors=d, reg_scale=scale, rating_weight=w, threads=THREADS).as_dict()
         for d in (32, 64)
         for scale in (8.0, 10.0, 12.0, 14.0, 17.0)
         for w in (0.0, 0.25, 0.5)
@@ -441,8 +441,8 @@ def run_data_set(name: str, methods: Sequence[str], repeats: int) -> dict:
         "ease": "EASE (numpy)",
         "als": "implicit ALS",
         "bpr": "cornac BPR",
-        "head": "ranking head (iALS prototype, tuned)",
-        "head_defaults": "ranking head (iALS prototype, defaults)",
+        "head": "ranking head alone (app.ml.ranking, tuned)",
+        "head_defaults": "ranking head alone (app.ml.ranking, defaults)",
     }
     results: list[MethodResult] = []
     for method in methods:
@@ -456,7 +456,7 @@ def run_data_set(name: str, methods: Sequence[str], repeats: int) -> dict:
             )
             results.append(
                 MethodResult(
-                    "dotrec today (GET /recommendations)",
+                    "dotrec as served (GET /recommendations)",
                     {"dotrec train": "defaults"},
                     report,
                     seconds,

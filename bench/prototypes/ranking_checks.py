@@ -1,4 +1,4 @@
-"""Three checks of the ranking-head prototype, beside bench_ranking's accuracy table.
+"""Three checks of the ranking head (the product's, app/ml/ranking.py), beside bench_ranking's accuracy table.
 
     python -m bench.prototypes.ranking_checks                 # both data sets, all checks
     python -m bench.prototypes.ranking_checks --data ml-100k --checks fold_in
@@ -35,7 +35,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from app.ml.ranking_metrics import ranking_metrics
 from app.ml.ranking_metrics import top_lists as top_k
@@ -46,7 +45,7 @@ from bench.prototypes.ranking_head import IALSConfig, fit, fold_in
 #: what bench_ranking's tuning picked per data set (bench/prototypes/NOTES.md); `defaults` is IALSConfig()
 TUNED = {
     "ml-100k": IALSConfig(),
-    "ml-1m-part1": IALSConfig(dim=64, reg_scale=14.0),
+    "ml-1m-part1": IALSConfig(n_factors=64, reg_scale=14.0),
 }
 
 
@@ -80,13 +79,10 @@ def fold_in_check(
     held = everything.subset(is_chosen & ~is_known)
 
     model_a = fit(others.users, others.movies, others.ratings, split.n_users, split.n_movies, config)
-    gramian = config.unobserved_weight * (model_a.movie_factors.T @ model_a.movie_factors)
-    folded = torch.zeros_like(model_a.user_factors)
+    folded = np.zeros_like(model_a.user_factors)
     for user in chosen:
         mine = known_part.users == user
-        folded[user] = fold_in(
-            model_a.movie_factors, known_part.movies[mine], known_part.ratings[mine], config, gramian
-        )
+        folded[user] = fold_in(model_a, known_part.movies[mine], known_part.ratings[mine])
     retrained_on = Ratings(
         np.concatenate([others.users, known_part.users]),
         np.concatenate([others.movies, known_part.movies]),
@@ -97,9 +93,9 @@ def fold_in_check(
     )
     catalogue_movies = np.concatenate([others.movies, known_part.movies])  # what either model knows
 
-    def evaluate(factors: torch.Tensor, movie_factors: torch.Tensor) -> dict:
+    def evaluate(factors: np.ndarray, movie_factors: np.ndarray) -> dict:
         lists = top_k(
-            lambda rows: (factors[torch.as_tensor(rows)] @ movie_factors.T).numpy(),
+            lambda rows: factors[rows] @ movie_factors.T,
             known_part.users,
             known_part.movies,
             split.n_users,
@@ -139,10 +135,10 @@ def fold_in_check(
 
 
 def _list_overlap(
-    users_a: torch.Tensor,
-    movies_a: torch.Tensor,
-    users_b: torch.Tensor,
-    movies_b: torch.Tensor,
+    users_a: np.ndarray,
+    movies_a: np.ndarray,
+    users_b: np.ndarray,
+    movies_b: np.ndarray,
     chosen: np.ndarray,
     known: Ratings,
     split: Split,
@@ -150,7 +146,7 @@ def _list_overlap(
     """Mean share of a chosen user's fold-in top-10 that is also in their retrained top-10."""
     lists = [
         top_k(
-            lambda rows, u=u, m=m: (u[torch.as_tensor(rows)] @ m.T).numpy(),
+            lambda rows, u=u, m=m: u[rows] @ m.T,
             known.users,
             known.movies,
             split.n_users,
@@ -242,7 +238,7 @@ def similar_check(split: Split, config: IALSConfig) -> dict:
     popular_lists = np.array([[n for n in popular if n != m][:10] for m in movies])
     candidates = {
         "rating head (today's movie_emb)": rating_head_movie_embeddings(split),
-        "ranking head (iALS movie factors)": head.movie_factors.numpy(),
+        "ranking head (iALS movie factors)": head.movie_factors,
         "item-kNN (cosine of training columns)": matrix.T.copy(),
     }
     ranks = np.empty(split.n_movies, np.int64)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 from app.ml.ranking_metrics import ranking_metrics
 from app.ml.ranking_metrics import top_lists as top_k
 from bench.bench_ranking import load_split
-from bench.prototypes.ranking_head import IALSConfig, RankingHead, fit
+from bench.prototypes.ranking_head import FittedHead, IALSConfig, fit
 
 
 def main() -> None:
@@ -38,17 +39,17 @@ def main() -> None:
     arguments = parser.parse_args()
     split = load_split(arguments.data)
     train, held = (split.train, split.test) if arguments.test else (split.tune_train, split.tune_test)
-    base = IALSConfig().with_(**json.loads(arguments.base))
+    base = replace(IALSConfig(), **json.loads(arguments.base))
     grid = json.loads(arguments.grid)
     listed = np.unique(held.users)
     log_counts = np.log1p(np.bincount(train.movies, minlength=split.n_movies)).astype(np.float32)
     for values in itertools.product(*grid.values()):
         changes = dict(zip(grid, values, strict=True))
-        config = base.with_(**changes)
+        config = replace(base, **changes)
         head = fit(train.users, train.movies, train.ratings, split.n_users, split.n_movies, config)
         for prior in arguments.prior:
 
-            def score(rows: np.ndarray, weight: float = prior, fitted: RankingHead = head) -> np.ndarray:
+            def score(rows: np.ndarray, weight: float = prior, fitted: FittedHead = head) -> np.ndarray:
                 scores = fitted.score(rows)
                 return scores + weight * log_counts if weight else scores
 

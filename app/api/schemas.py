@@ -351,7 +351,7 @@ class RecommendationsOut(BaseModel):
     user_id: int
     model_version: str
     strategy: RecommendationStrategy
-    items: list[RecommendationItem] = Field(description="Best first.")
+    items: list[RecommendationItem] = Field(description="Ordered by `score`, descending (best first).")
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -361,7 +361,12 @@ class RecommendationsOut(BaseModel):
                     "model_version": "20250101T000000000000Z-1a2b3c4d",
                     "strategy": "model",
                     "items": [
-                        {"movie_id": 318, "title": "Shawshank Redemption (1994)", "predicted_rating": 4.6}
+                        {
+                            "movie_id": 318,
+                            "title": "Shawshank Redemption (1994)",
+                            "predicted_rating": 4.6,
+                            "score": 0.93,
+                        }
                     ],
                 }
             ]
@@ -407,6 +412,12 @@ class ModelOut(BaseModel):
     data_source: str | None
     data_fingerprint: dict[str, Any]
     fold_in_cache_size: int
+    objective: str | None = Field(
+        None, description="What `dotrec train --objective` fitted: rating, ranking or both (null: older)."
+    )
+    ranking_head: dict[str, Any] | None = Field(
+        None, description="The ranking head GET /recommendations ranks by (null: lists rank by rating)."
+    )
     recommendations_table: PrecomputedOut | None = Field(
         None, description="The RECOMMENDATIONS_TABLE serving GET /recommendations; null when none is loaded."
     )

@@ -122,7 +122,7 @@ def train_and_save(
     ranking_config = ranking_config or RankingConfig()
     ranking = fit_ranking(data, ranking_config) if objective != "rating" else None
     weights, meta = model_weights_and_meta(
-        result.model if result else None, ranking, data, settings, config, ranking_config
+        result.model if result else None, ranking, data, settings, config, ranking_config, train
     )
     metrics = validation_metrics(artifact_in_memory(weights, meta), settings, train, validation)
     meta |= {
@@ -147,10 +147,13 @@ def model_weights_and_meta(
     settings: Settings,
     config: TrainConfig,
     ranking_config: RankingConfig,
+    rating_data: TrainingSet | None = None,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """The tensors and the core of meta.json of heads trained on `data`: what serving needs
     (the callers add the training's history and provenance). Without a trained rating head
-    (`model` None) the rating head is the damped biases alone (`rating_head.transform` linear)."""
+    (`model` None) the rating head is the damped biases alone (`rating_head.transform` linear),
+    fitted on `rating_data` (default `data`): what a trained rating head would have learnt from,
+    so that validation figures stay honest."""
     baseline = evaluate.BiasBaseline.fit(data)
     if model is not None:
         tensors = {
@@ -161,11 +164,12 @@ def model_weights_and_meta(
         }
         weights = {name: tensor.detach().cpu().numpy() for name, tensor in tensors.items()}
     else:
+        biases = baseline if rating_data is None else evaluate.BiasBaseline.fit(rating_data)
         weights = {
             "user_emb": np.zeros((data.n_users, 0), np.float32),
             "movie_emb": np.zeros((data.n_movies, 0), np.float32),
-            "user_bias": baseline.user_bias,
-            "movie_bias": baseline.movie_bias,
+            "user_bias": biases.user_bias,
+            "movie_bias": biases.movie_bias,
         }
     weights |= {
         "baseline_user_bias": baseline.user_bias,

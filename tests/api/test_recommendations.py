@@ -245,3 +245,31 @@ def test_rated_movies_are_reread_after_any_commit(client: TestClient, data: Data
     assert done.returncode == 0, done.stderr
     after = client.get("/recommendations/3", params={"k": 5}).json()["items"]
     assert unrated not in {item["movie_id"] for item in after}
+
+
+def test_a_user_who_rated_after_training_is_folded_into_the_ranking_head(
+    client: TestClient, data: Data
+) -> None:
+    model = client.app.state.dotrec.store.current
+    predictor = model.predictor
+    rated = {3: 5.0, 7: 4.0, 11: 2.0}
+    for movie_id, rating in rated.items():
+        assert (
+            client.post(
+                "/ratings", json={"user_id": NEW_USER, "movie_id": movie_id, "rating": rating}
+            ).status_code
+            == 201
+        )
+    body = client.get(f"/recommendations/{NEW_USER}", params={"k": 8}).json()
+    assert body["strategy"] == "fold_in"
+    rows = predictor.movies.rows(sorted(rated))
+    vector = predictor.ranking.fold_in(rows, np.array([rated[m] for m in sorted(rated)], np.float32))
+    scores = predictor.ranking.movie_factors @ vector
+    scores[rows] = -np.inf
+    expected = predictor.movie_ids[np.argsort(-scores, kind="stable")[:8]].tolist()
+    assert [item["movie_id"] for item in body["items"]] == expected
+    for item in body["items"]:
+        assert item["score"] == pytest.approx(float(scores[predictor.movies.row(item["movie_id"])]), abs=2e-6)
+        single = client.get(f"/predict/{NEW_USER}/{item['movie_id']}").json()
+        assert single["strategy"] == "fold_in"
+        assert item["predicted_rating"] == pytest.approx(single["rating"], abs=2e-5)

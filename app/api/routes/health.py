@@ -106,6 +106,8 @@ async def model_info(model: ModelDep) -> ModelOut:
         data_source=meta.get("data_source"),
         data_fingerprint=meta.get("data_fingerprint", {}),
         fold_in_cache_size=len(model.fold_cache),
+        objective=meta.get("objective"),
+        ranking_head=meta.get("ranking_head"),
         recommendations_table=None
         if (table := model.precomputed) is None
         else PrecomputedOut(

@@ -38,12 +38,15 @@ async def recommendations(
     exclude_rated: ExcludeRated = True,
     genre: Genre = None,
 ) -> dict:
-    """The k catalog movies with the highest predicted ratings, best first.
+    """The k catalog movies that rank highest for the user, ordered by `score` (descending).
 
+    A personal list ranks by the model's ranking head (learnt from who rated what; `score` is
+    its dot product) and shows each movie's `predicted_rating` from the rating head; a model
+    without a ranking head ranks by predicted rating plus a popularity prior (POPULARITY_WEIGHT).
     `strategy` is **model** for users in the model, **fold_in** for users who rated after
     training (their embedding is solved from their ratings at once, no retraining), and
     **popular** for users with no ratings (a new visitor is normal): the best-rated movies,
-    by damped mean. The user's ratings are read from the database for every request, so one
+    by damped mean (their `score`). The user's ratings are read from the database for every request, so one
     posted a second ago already counts. **precomputed**: the list was taken from the
     RECOMMENDATIONS_TABLE made from this model by `dotrec recommend-all` (the same ranking as
     **model**; rated movies and the genre are still applied now); when those filters leave

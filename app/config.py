@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,7 +20,10 @@ class Settings(BaseSettings):
     models_dir: Path = Path("models")
     data_dir: Path = Path("data")
     data_source: str = "ml-100k"
+    #: the key writes and /admin need in X-API-Key; unset: they are open (logged at every start)
     api_key: SecretStr | None = None
+    #: more accepted keys, a JSON list (rotation: the old and the new key, for a while)
+    api_keys: list[SecretStr] = []
 
     rating_min: float = 0.5
     rating_max: float = 5.0
@@ -36,13 +40,45 @@ class Settings(BaseSettings):
     #: router (same parameters, validation and response models; app/api/fast_routes.py)
     fast_routes: bool = True
 
-    max_matrix_cells: int = 1_000_000
-    max_pairs: int = 100_000
-    max_batch_ratings: int = 10_000
-    max_body_bytes: int = 8 * 1024 * 1024
+    max_matrix_cells: int = Field(1_000_000, gt=0)
+    #: user ids and movie ids of one /predict/matrix, each list (the .npy cap is in cells)
+    max_matrix_ids: int = Field(100_000, gt=0)
+    max_pairs: int = Field(100_000, gt=0)
+    max_batch_ratings: int = Field(10_000, gt=0)
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    #: /predict/pairs, /predict/matrix and /ratings/batch computing at once in one process;
+    #: more wait (at most db_timeout_s, then 503): what bounds their memory together
+    max_heavy_requests: int = Field(2, gt=0)
+    #: the longest wait for the next piece of a request body (a client that stops sending: 408)
+    body_timeout_s: float = Field(30.0, gt=0)
+    #: how often each serving process checks MODELS_DIR/current and loads a new version
+    model_poll_s: float = Field(2.0, ge=0)
+    #: `dotrec serve`'s connection limits (README, "Serving limits")
+    server_keep_alive_s: int = Field(5, gt=0)
+    server_header_timeout_s: float = Field(10.0, gt=0)
+    server_max_header_bytes: int = Field(16 * 1024, gt=0)
+    server_max_connections: int = Field(1000, gt=0)
     cors_origins: list[str] = []
     db_timeout_s: float = 5.0
     db_pool_size: int = 5
+
+    @model_validator(mode="after")
+    def _keys_are_keys(self) -> Settings:
+        """An empty or blank key is a mistake (it could never match, or would hide that writes
+        are open): refuse it rather than start. Unset is allowed, and warned about at start."""
+        blank = "API_KEY" in os.environ and not os.environ["API_KEY"].strip()
+        keys = [*([self.api_key] if self.api_key is not None else []), *self.api_keys]
+        if blank or any(not key.get_secret_value().strip() for key in keys):
+            raise ValueError(
+                "API_KEY (or an entry of API_KEYS) is empty or blank: set a long random key "
+                "(e.g. `openssl rand -hex 32`), or unset API_KEY to leave writes open"
+            )
+        return self
+
+    def accepted_keys(self) -> list[bytes]:
+        """The UTF-8 bytes of every key a client may send; empty: auth is off."""
+        keys = [*([self.api_key] if self.api_key is not None else []), *self.api_keys]
+        return [key.get_secret_value().encode("utf-8") for key in keys]
 
     @model_validator(mode="after")
     def _scale_is_sane(self) -> Settings:
@@ -58,10 +94,12 @@ class Settings(BaseSettings):
         return steps == steps.to_integral_value()
 
     def is_on_scale(self, rating: float) -> bool:
-        """True when `rating` is one of the allowed values rating_min, rating_min + step, ..., rating_max."""
-        return self.rating_min <= rating <= self.rating_max and self.rating_steps_exact(
-            rating - self.rating_min
-        )
+        """True when `rating` is one of the allowed values rating_min, rating_min + step, ..., rating_max
+        (decimal arithmetic on the numbers as written: 1.1 on a 1..2 scale of step 0.1 is)."""
+        if not self.rating_min <= rating <= self.rating_max:
+            return False
+        steps = (Decimal(str(rating)) - Decimal(str(self.rating_min))) / Decimal(str(self.rating_step))
+        return steps == steps.to_integral_value()
 
     def allowed_ratings(self) -> list[float]:
         n = round((self.rating_max - self.rating_min) / self.rating_step)

@@ -9,6 +9,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 dotrec=.venv/bin/dotrec
 $dotrec db upgrade
-$dotrec import
+$dotrec import --generated-if-offline
 $dotrec train --plot
 exec $dotrec serve --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"

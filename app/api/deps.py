@@ -20,6 +20,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.api.limits import HeavyWork
 from app.api.metrics import Metrics
 from app.api.schemas import ID_RULE, MAX_ID
 from app.config import Settings
@@ -49,6 +50,9 @@ class AppState:
     catalog: Catalog
     store: ModelStore
     metrics: Metrics
+    accepted_keys: list[bytes]
+    """The API keys a write may carry (empty: auth is off)."""
+    heavy: HeavyWork
     schema_problem: str | None = None
     """Why the schema check has not passed (None once it has)."""
 
@@ -108,9 +112,10 @@ async def require_api_key(
         str | None, Header(description="Needed for writes and /admin when API_KEY is set.")
     ] = None,
 ) -> None:
-    """401 without X-API-Key, 403 with a wrong one, when API_KEY is set; compared in constant time."""
-    expected = request.app.state.dotrec.settings.api_key
-    if expected is None:
+    """401 without X-API-Key, 403 with a wrong one, when API_KEY (or API_KEYS) is set; each key
+    is compared, in constant time, so how long it takes says nothing of which came close."""
+    accepted = request.app.state.dotrec.accepted_keys
+    if not accepted:
         return
     if not x_api_key:
         raise HTTPException(
@@ -119,7 +124,8 @@ async def require_api_key(
     # Starlette decodes header bytes as latin-1; encoding back gives the bytes the client sent,
     # compared with the key's UTF-8 bytes (so a non-ASCII key works and nothing can raise).
     sent = x_api_key.encode("latin-1")
-    if not hmac.compare_digest(sent, expected.get_secret_value().encode("utf-8")):
+    matches = [hmac.compare_digest(sent, key) for key in accepted]  # every key, no early exit
+    if not any(matches):
         raise HTTPException(403, "the X-API-Key header does not match the configured API_KEY")
 
 

@@ -7,6 +7,7 @@ its content type (415 unless JSON).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.limits import OVER_CAP
 from app.api.schemas import ID_RULE
 from app.db.errors import UNAVAILABLE, database_problem
 
@@ -43,11 +45,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
 async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
     cause = error.__cause__
+    # FastAPI answers a body json.loads cannot read with a bare 400 "error parsing the body";
+    # it is malformed JSON like any other, so the same 422 naming where and why
     if error.status_code == 400 and isinstance(cause, UnicodeDecodeError):
-        # FastAPI answers a body json.loads cannot decode with a bare 400 "error parsing the
-        # body"; it is malformed JSON like any other, so the same 422 naming where and why.
         return error_response(422, [_not_unicode(cause)])
+    if error.status_code == 400 and isinstance(cause, RecursionError):
+        return error_response(422, [_json_problem("the body is not usable JSON: it is nested too deeply")])
+    if error.status_code == 400 and isinstance(cause, ValueError) and "digits" in str(cause):
+        return error_response(
+            422, [_json_problem(f"the body holds an integer too long to read ({str(cause).split(';')[0]})")]
+        )
     return error_response(error.status_code, error.detail, getattr(error, "headers", None))
+
+
+def _json_problem(message: str) -> dict:
+    return {"loc": ["body"], "msg": message, "type": "json_invalid"}
 
 
 def _not_unicode(error: UnicodeDecodeError) -> dict:
@@ -59,8 +71,22 @@ def _not_unicode(error: UnicodeDecodeError) -> dict:
     }
 
 
+SHOWN_ERRORS = 20
+"""Field errors listed in a 422 at most; the rest are counted in one more entry."""
+
+
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-    return error_response(422, [_clean(e) for e in error.errors()])
+    errors = error.errors()
+    over = next((e for e in errors if e.get("type") == OVER_CAP), None)
+    if over is not None:  # a list over its cap: the request is too large, whatever else is wrong
+        return error_response(413, _text(over.get("msg", "over a cap")))
+    shown = [_clean(e) for e in errors[:SHOWN_ERRORS]]
+    if len(errors) > SHOWN_ERRORS:
+        more = len(errors) - SHOWN_ERRORS
+        shown.append(
+            {"loc": ["body"], "msg": f"and {more:,} more errors not shown", "type": "too_many_errors"}
+        )
+    return error_response(422, shown)
 
 
 def _clean(error: dict) -> dict:
@@ -125,11 +151,12 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 class RequestLimitsMiddleware:
     """Pure ASGI: a body over `max_body_bytes` is a 413 naming the cap (at once when
     Content-Length says so, else as soon as the streamed bytes pass it); a body that is not
-    JSON is a 415."""
+    JSON is a 415; a body whose next piece does not come within `body_timeout_s` is a 408."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
@@ -166,14 +193,23 @@ class RequestLimitsMiddleware:
 
     def _limited(self, receive: Receive) -> Receive:
         received = 0
+        complete = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # after the body, receive() waits for the client to go: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+            except TimeoutError:
+                raise HTTPException(
+                    408, f"the request body stalled: no data for {self.body_timeout_s:g} s (BODY_TIMEOUT_S)"
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise HTTPException(413, self.too_large())
+                complete = not message.get("more_body", False)
             return message
 
         return limited_receive

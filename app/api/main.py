@@ -8,6 +8,7 @@ while the rating endpoints work).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from app import __version__
 from app.api.deps import AppState
 from app.api.errors import RequestLimitsMiddleware, install_error_handlers
 from app.api.fast_routes import FastRoutes
+from app.api.limits import HeavyWork
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.routes import admin, health, movies, predict, ratings, recommendations
 from app.config import Settings, get_settings
@@ -85,14 +87,37 @@ def start(settings: Settings, metrics: Metrics) -> AppState:
         catalog=catalog,
         store=store,
         metrics=metrics,
+        accepted_keys=settings.accepted_keys(),
+        heavy=HeavyWork(settings.max_heavy_requests, settings.db_timeout_s),
         schema_problem=schema_problem,
     )
+    if not state.accepted_keys:
+        log.warning(
+            "API_KEY is not set: writes (ratings, movies) and /admin are open to anyone who "
+            "reaches this server; set API_KEY to require X-API-Key"
+        )
     if schema_problem is None:
         state.load_catalog_quietly()
     if store.load_newest_good() is None:
         log.error("no model is serving (%s): /ready is 503 until POST /admin/reload loads one", store.problem)
     metrics.serving(store.current.version if store.current is not None else None)
     return state
+
+
+async def follow_models(state: AppState) -> None:
+    """Every MODEL_POLL_S: load the version MODELS_DIR/current names when it changed (off the
+    event loop), so that every worker process and replica serves a new model by itself."""
+    while True:
+        await asyncio.sleep(state.settings.model_poll_s)
+        try:
+            swap = await asyncio.to_thread(state.store.follow_current)
+        except Exception:  # the poll must outlive any one failure; the next tick tries again
+            log.exception("checking MODELS_DIR/current failed")
+            continue
+        if swap is not None and swap.reloaded:
+            state.metrics.reloads.labels("loaded").inc()
+            state.metrics.serving(swap.model.version)
+            log.info("MODELS_DIR/current moved: now serving %s", swap.model.version)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -108,9 +133,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # full passes, which otherwise pause every request now and then to walk it.
         gc.collect()
         gc.freeze()
+        follower = asyncio.create_task(follow_models(state)) if settings.model_poll_s > 0 else None
         try:
             yield
         finally:
+            if follower is not None:
+                follower.cancel()
             gc.unfreeze()
             await state.reads.close()
             state.engine.dispose()
@@ -130,7 +158,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             routers=[predict.router, recommendations.router],
             endpoints=[predict.predict, recommendations.recommendations],
         )
-    app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

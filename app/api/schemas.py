@@ -8,11 +8,12 @@ route (it is a runtime setting).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
+from app.api.limits import capped
 from app.serving.recommendations import Item
 
 MAX_ID = 2**63 - 1
@@ -52,13 +53,37 @@ class RequestBody(BaseModel):
 # --- ratings ----------------------------------------------------------------------------------------
 
 
+EARLIEST_RATED_AT = datetime(1970, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)
+"""How far ahead of this server's clock a rated_at may be (clients' clocks drift)."""
+
+
+def _plausible_time(value: datetime) -> datetime:
+    """`value` in UTC (naive: taken as UTC), from 1970 to a day from now; else ValueError."""
+    try:
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # an offset that carries it past year 9999 or before year 1
+        raise ValueError("rated_at is outside the range of dates (years 1 to 9999 in UTC)") from None
+    latest = datetime.now(UTC) + FUTURE_SLACK
+    if not EARLIEST_RATED_AT <= moment <= latest:
+        raise ValueError(
+            f"rated_at must lie between {EARLIEST_RATED_AT:%Y-%m-%d} and a day from now "
+            f"({latest:%Y-%m-%dT%H:%MZ}), not {moment.isoformat()}"
+        )
+    return moment
+
+
+RatedAt = Annotated[datetime, AfterValidator(_plausible_time)]
+
+
 class RatingIn(RequestBody):
     user_id: UserId
     movie_id: MovieId
     rating: RatingValue
-    rated_at: datetime | None = Field(
+    rated_at: RatedAt | None = Field(
         default=None,
-        description="When it was rated (ISO-8601; no time zone means UTC). Default: now.",
+        description="When it was rated (ISO-8601; no time zone means UTC), from 1970 to a day "
+        "from now. Default: now.",
         examples=["2024-05-01T12:00:00Z"],
     )
 
@@ -88,7 +113,7 @@ class RatingOut(BaseModel):
 
 
 class RatingBatchIn(RequestBody):
-    ratings: list[RatingIn] = Field(
+    ratings: Annotated[list[RatingIn], capped("max_batch_ratings", "ratings in one batch")] = Field(
         description="The ratings to store, all or none (at most MAX_BATCH_RATINGS, default 10,000). "
         "Of several ratings of one (user, movie) the last wins."
     )
@@ -155,9 +180,11 @@ class UserRatingsOut(BaseModel):
 
 
 def no_nul(text: str) -> str:
-    """Text with no NUL character (PostgreSQL's text cannot hold one)."""
+    """Text with no NUL character (PostgreSQL's text cannot hold one), and not blank."""
     if "\x00" in text:
         raise ValueError("must not contain NUL characters")
+    if not text.strip():
+        raise ValueError("must not be blank (only whitespace)")
     return text
 
 
@@ -173,7 +200,7 @@ class MovieIn(RequestBody):
     title: Annotated[
         str, Field(min_length=1, max_length=500, examples=["Toy Story (1995)"]), AfterValidator(no_nul)
     ]
-    year: Annotated[int | None, Field(ge=1000, le=9999, examples=[1995])] = None
+    year: Annotated[StrictInt | None, Field(ge=1000, le=9999, examples=[1995])] = None
     genres: Annotated[list[Genre], Field(max_length=50)] = Field(default_factory=list)
 
     model_config = ConfigDict(
@@ -291,8 +318,12 @@ class PredictionOut(BaseModel):
 
 
 class PairsIn(RequestBody):
-    pairs: list[tuple[UserId, MovieId]] = Field(
-        description="[user_id, movie_id] pairs (at most MAX_PAIRS, default 100,000).",
+    # fail_fast: the first bad pair is reported, not one error for each of 100,000
+    pairs: Annotated[
+        list[tuple[UserId, MovieId]], Field(fail_fast=True), capped("max_pairs", "pairs in one request")
+    ] = Field(
+        description="[user_id, movie_id] pairs (at most MAX_PAIRS, default 100,000); the first "
+        "invalid pair is reported.",
         examples=[[[42, 1], [42, 2], [7, 1]]],
     )
 
@@ -316,11 +347,20 @@ class PairsOut(BaseModel):
 
 
 class MatrixIn(RequestBody):
-    user_ids: list[UserId] | None = Field(
-        default=None, description="Rows; omitted: every user in the model, ascending."
+    user_ids: (
+        Annotated[list[UserId], Field(fail_fast=True), capped("max_matrix_ids", "user ids in one request")]
+        | None
+    ) = Field(
+        default=None,
+        description="Rows (at most MAX_MATRIX_IDS, default 100,000); omitted: every user in the "
+        "model, ascending.",
     )
-    movie_ids: list[MovieId] | None = Field(
-        default=None, description="Columns; omitted: every movie in the model, ascending."
+    movie_ids: (
+        Annotated[list[MovieId], Field(fail_fast=True), capped("max_matrix_ids", "movie ids in one request")]
+        | None
+    ) = Field(
+        default=None,
+        description="Columns (at most MAX_MATRIX_IDS); omitted: every movie in the model, ascending.",
     )
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"user_ids": [1, 2], "movie_ids": [1, 2, 3]}]})
@@ -379,6 +419,9 @@ class RecommendationsOut(BaseModel):
 
 class HealthOut(BaseModel):
     status: Literal["ok"] = "ok"
+    auth: Literal["on", "off"] = Field(
+        description="on: writes and /admin need X-API-Key; off: API_KEY is unset and they are open."
+    )
 
 
 class ReadyOut(BaseModel):

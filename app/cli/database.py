@@ -65,6 +65,13 @@ def import_(
     ] = None,
     on_error: Annotated[str, typer.Option(help="skip bad lines, or fail and import nothing")] = "skip",
     if_empty: Annotated[bool, typer.Option(help="import only into a database that holds no ratings")] = False,
+    generated_if_offline: Annotated[
+        bool,
+        typer.Option(
+            help="when a named data set cannot be downloaded, import GENERATED ratings of its shape "
+            "instead (scripts/run.sh's first run; never into a database that matters)"
+        ),
+    ] = False,
     quiet: bool = False,
 ) -> None:
     """Load a MovieLens data set or a CSV into the ratings database, idempotently."""
@@ -84,7 +91,11 @@ def import_(
         if stored:
             console.print(f"the database holds {stored:,} ratings: not importing (--if-empty)")
             return
-    data, note = resolve_source(source or settings.data_source, settings.cache_dir)
+    try:
+        data, note = resolve_source(source or settings.data_source, settings.cache_dir, generated_if_offline)
+    except ValueError as error:  # SourceUnavailable, or neither a path nor a known name
+        console.print(f"[red]{error}")
+        raise typer.Exit(1) from error
     console.print(note)
     try:
         report = import_ratings_set(engine, data, settings, on_error=on_error, progress=not quiet)

@@ -37,10 +37,37 @@ def serve(
     workers: int = 1,
     log_level: str = "info",
     access_log: Annotated[bool, typer.Option(help="log every request (costs throughput)")] = True,
+    keep_alive: Annotated[
+        int | None, typer.Option(help="seconds an idle connection stays open [SERVER_KEEP_ALIVE_S: 5]", min=1)
+    ] = None,
+    header_timeout: Annotated[
+        float | None,
+        typer.Option(help="seconds a request's headers may take [SERVER_HEADER_TIMEOUT_S: 10]", min=0.1),
+    ] = None,
+    max_header_bytes: Annotated[
+        int | None, typer.Option(help="largest request headers [SERVER_MAX_HEADER_BYTES: 16384]", min=1024)
+    ] = None,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(help="connections at once, more get 503 [SERVER_MAX_CONNECTIONS: 1000]", min=1),
+    ] = None,
 ) -> None:
-    """Serve the REST API with uvicorn (the newest model in MODELS_DIR, ratings from DATABASE_URL)."""
+    """Serve the REST API with uvicorn (the newest model in MODELS_DIR, ratings from DATABASE_URL),
+    with limits on slow and oversized clients (README, "Serving limits")."""
+    import os
+
     import uvicorn
 
+    # the options become the settings every worker process reads (they start from this environment)
+    given = {
+        "SERVER_KEEP_ALIVE_S": keep_alive,
+        "SERVER_HEADER_TIMEOUT_S": header_timeout,
+        "SERVER_MAX_HEADER_BYTES": max_header_bytes,
+        "SERVER_MAX_CONNECTIONS": max_connections,
+    }
+    os.environ.update({name: str(value) for name, value in given.items() if value is not None})
+    get_settings.cache_clear()
+    settings = get_settings()
     uvicorn.run(
         "app.api.main:create_app",
         factory=True,
@@ -49,4 +76,7 @@ def serve(
         workers=workers,
         log_level=log_level,
         access_log=access_log,
+        http="app.api.http_limits:GuardedHttpToolsProtocol",
+        timeout_keep_alive=settings.server_keep_alive_s,
+        limit_concurrency=settings.server_max_connections,
     )

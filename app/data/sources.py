@@ -17,13 +17,20 @@ FALLBACK_PRESET = "ml-100k"
 FALLBACK_SEED = 0
 
 
-def resolve_source(source: str, cache_dir: Path) -> tuple[RatingsSet, str]:
+class SourceUnavailable(ValueError):
+    """A named data set could not be fetched (and generated data was not asked for)."""
+
+
+def resolve_source(
+    source: str, cache_dir: Path, generated_if_offline: bool = False
+) -> tuple[RatingsSet, str]:
     """The ratings `source` names, and a note saying where they came from.
 
     `source` is an existing file, folder or archive (read as is) or a GroupLens name such as
     "ml-100k" (read from `cache_dir`, downloaded first if need be). When the download fails,
-    synthetic data shaped like ml-100k is generated into `cache_dir` instead, and the note says
-    so loudly. Anything else raises ValueError.
+    SourceUnavailable says so and how to give a path instead; only with `generated_if_offline`
+    (the first-run script, scripts/run.sh) is synthetic data shaped like ml-100k generated into
+    `cache_dir` instead, the note saying so loudly. Anything else raises ValueError.
     """
     path = Path(source)
     if path.exists():
@@ -37,7 +44,12 @@ def resolve_source(source: str, cache_dir: Path) -> tuple[RatingsSet, str]:
     try:
         archive = download(source, cache_dir)
     except DownloadError as error:
-        return _generated_instead(source, cache_dir, error)
+        if generated_if_offline:
+            return _generated_instead(source, cache_dir, error)
+        raise SourceUnavailable(
+            f"could not fetch {source} ({error}); give the path of a copy instead (a folder, .zip "
+            f"or .tar.gz of it), or put its archive in {cache_dir}"
+        ) from error
     return read_ratings_set(archive), f"read {source} from {archive}"
 
 

@@ -15,7 +15,7 @@ Rating values are not checked against the configured scale here (the API does th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -227,11 +227,12 @@ def search_movies(
     if genre and "|" in genre:
         return Page(items=[], total=0)
     conditions: list[ColumnElement[bool]] = []
+    folded = fold_like(session)
     if search:
-        conditions.append(fold(MOVIES.c.title).contains(search.lower(), autoescape=True))
+        conditions.append(fold(MOVIES.c.title).contains(folded(search), autoescape=True))
     if genre:
         padded = fold(literal("|", String) + MOVIES.c.genres + literal("|", String))
-        conditions.append(padded.contains(f"|{genre.lower()}|", autoescape=True))
+        conditions.append(padded.contains(f"|{folded(genre)}|", autoescape=True))
     query = select(*MOVIES.c).where(*conditions)
     items = session.execute(query.order_by(MOVIES.c.id).limit(limit).offset(offset))
     total = session.scalar(select(func.count()).select_from(query.subquery()))
@@ -281,8 +282,9 @@ def ping(session: Session) -> None:
 
 
 class fold(FunctionElement[str]):
-    """Unicode-aware lower case of a text expression: ``lower()`` on PostgreSQL, a Python
-    function registered by `make_engine` on SQLite (whose ``lower()`` knows only ASCII)."""
+    """Unicode-aware case folding of a text expression: Python's `str.casefold`, registered by
+    `make_engine` on SQLite (whose own ``lower()`` knows only ASCII); ``lower()`` on PostgreSQL
+    15, which has no casefold (the two differ on a few letters such as "ß")."""
 
     type = String()
     inherit_cache = True
@@ -296,6 +298,11 @@ def _fold_default(element: fold, compiler: SQLCompiler, **kw: Any) -> str:
 @compiles(fold, "sqlite")
 def _fold_sqlite(element: fold, compiler: SQLCompiler, **kw: Any) -> str:
     return f"{SQLITE_FOLD_FUNCTION}({compiler.process(element.clauses, **kw)})"
+
+
+def fold_like(session: Session) -> Callable[[str], str]:
+    """How to fold a text compared with a `fold` expression, the same way the database does."""
+    return str.casefold if session.get_bind().dialect.name == "sqlite" else str.lower
 
 
 def _upsert(session: Session, rows: Sequence[RatingRow]) -> list[bool]:
@@ -389,7 +396,12 @@ def _unix_seconds(moment: datetime) -> int:
 
 
 def _from_unix(seconds: int) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
+    """The stored time; one outside what a datetime holds (stored before the API checked
+    rated_at, or by hand) reads as the nearest end of the range rather than failing the page."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return (datetime.max if seconds > 0 else datetime.min).replace(tzinfo=UTC)
 
 
 def _rating_row(row: Row) -> RatingRow:

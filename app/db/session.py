@@ -23,7 +23,7 @@ from app.config import Settings, get_settings
 
 SQLITE_BEGIN_MODES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 SQLITE_FOLD_FUNCTION = "dotrec_fold"
-"""SQL function registered on SQLite connections: Unicode-aware lower case (SQLite's is ASCII)."""
+"""SQL function registered on SQLite connections: Unicode case folding (SQLite's lower() is ASCII)."""
 
 
 def normalize_url(database_url: str) -> URL:
@@ -275,4 +275,4 @@ class AsyncConnections:
 
 
 def _fold(text: str | None) -> str | None:
-    return None if text is None else text.lower()
+    return None if text is None else text.casefold()

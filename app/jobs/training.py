@@ -73,9 +73,9 @@ def load_training_data(source: str | None, settings: Settings) -> TrainingData:
             raise NoTrainingData("the database holds no ratings: run `dotrec import SOURCE` or pass --data")
         with Session(engine) as session:
             titles = movie_titles(session, training_set.movie_ids.tolist())
-        return TrainingData(
-            training_set, titles, f"database {engine.url.render_as_string(hide_password=True)}"
-        )
+        # the kind of database only: meta.json is shown by GET /model, and a URL holds hosts,
+        # paths and sometimes credentials
+        return TrainingData(training_set, titles, f"database ({engine.dialect.name})")
     finally:
         engine.dispose()
 

@@ -54,6 +54,21 @@ class ModelStore:
         self.problem: str | None = "no model loaded yet"
         """Why no model is serving (None while one is)."""
         self._lock = threading.Lock()
+        self._refused_path: Path | None = None
+        """The version last refused: not tried again by `follow_current` until `current` moves."""
+
+    def follow_current(self) -> Swap | None:
+        """Load the version `current` names when it is neither the one serving nor the one last
+        refused (each serving process calls this every MODEL_POLL_S, so every worker and every
+        replica picks up a new version by itself); None when nothing changed or it was refused."""
+        path = current_version_dir(self.models_dir)
+        serving = self.current.path if self.current is not None else None
+        if path is None or path in (serving, self._refused_path):
+            return None
+        try:
+            return self.load_newest()
+        except ModelRefused:
+            return None  # logged by load_newest; the model serving before keeps serving
 
     def load_newest(self) -> Swap:
         """Load the artifact `current` names (else the newest version); refuse it on any problem.
@@ -72,7 +87,9 @@ class ModelStore:
             try:
                 model = self._load(path)
             except ModelRefused as refused:
+                self._refused_path = path
                 raise self._refused(str(refused)) from refused
+            self._refused_path = None
             self.attach_table(model)
             self.current = model
             self.problem = None

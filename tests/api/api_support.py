@@ -88,7 +88,8 @@ def make_data(seed: int = 0) -> Data:
 
 
 def api_settings(**overrides: object) -> Settings:
-    values: dict[str, object] = {"rating_min": 0.5, "rating_max": 5.0, "rating_step": 0.5}
+    # model_poll_s 0: an in-process app loads a new version only when a test reloads it
+    values: dict[str, object] = {"rating_min": 0.5, "rating_max": 5.0, "rating_step": 0.5, "model_poll_s": 0}
     return Settings(_env_file=None, **(values | overrides))
 
 

@@ -1,13 +1,15 @@
 """The real thing: the `dotrec` CLI in subprocesses (upgrade, import, train, serve), a uvicorn
-server on a free port, ratings posted over HTTP, a retrained model reloaded without a restart."""
+server on a free port, ratings posted over HTTP, a retrained model served without a restart."""
 
 from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from api_support import NEW_USER, Data
@@ -50,13 +52,15 @@ def test_cli_serve_fold_in_retrain_reload(
     assert not {2, 7, 11} & {item["movie_id"] for item in folded["items"]}
     assert client.get(f"/predict/{NEW_USER}/3").json()["strategy"] == "fold_in"
 
-    # retrain (the database now holds the new user), reload without a restart
+    # retrain (the database now holds the new user): the server follows MODELS_DIR/current by
+    # itself, no reload and no restart
     run_dotrec(server_env, "train", "--quiet", "--epochs", "3", "--dim", "8", "--seed", "1")
+    second = current_version(Path(server_env["MODELS_DIR"]))
+    assert second != first
+    assert wait_for_version(client, second, timeout_s=30)
     assert client.post("/admin/reload").status_code == 401
     reloaded = client.post("/admin/reload", headers=key).json()
-    assert reloaded["reloaded"] is True and reloaded["previous_version"] == first
-    second = reloaded["version"]
-    assert second != first and client.get("/model").json()["version"] == second
+    assert reloaded["reloaded"] is False and reloaded["version"] == second
     single = client.get(f"/predict/{NEW_USER}/3").json()
     assert single["strategy"] == "model" and single["model_version"] == second
     assert client.get(f"/recommendations/{NEW_USER}").json()["strategy"] == "model"
@@ -81,3 +85,43 @@ def test_cli_serve_fold_in_retrain_reload(
     assert everything[row, column] == pytest.approx(single["rating"], abs=2e-5)
     metrics = client.get("/metrics").text
     assert f'dotrec_model_info{{version="{second}"}} 1.0' in metrics
+
+
+def current_version(models_dir: Path) -> str:
+    return (models_dir / "current").resolve().name
+
+
+def wait_for_version(client: httpx.Client, version: str, timeout_s: float) -> bool:
+    """Whether GET /model names `version` within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if client.get("/model").json()["version"] == version:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_every_worker_follows_a_new_version_by_itself(
+    server_env: dict[str, str], live_server: Callable[..., LiveServer], data: Data, tmp_path: Path
+) -> None:
+    """`dotrec serve --workers 2`: a reload request reaches one worker only, so each worker
+    checks MODELS_DIR/current itself (MODEL_POLL_S) and every answer soon names the new model."""
+    run_dotrec(server_env, "db", "upgrade")
+    run_dotrec(server_env, "import", str(data.write_csv(tmp_path / "csv")), "--quiet")
+    run_dotrec(server_env, "train", "--quiet", "--epochs", "2", "--dim", "4")
+    env = server_env | {"MODEL_POLL_S": "0.5"}
+    server = live_server(env, serve_args=("--workers", "2"))
+    run_dotrec(server_env, "train", "--quiet", "--epochs", "2", "--dim", "4", "--seed", "1")
+    second = current_version(Path(server_env["MODELS_DIR"]))
+    deadline = time.monotonic() + 30
+    answered: set[str] = set()
+    while time.monotonic() < deadline:
+        # a new connection for every request, so the kernel spreads them over both workers
+        answered = {
+            httpx.get(f"{server.client.base_url}/predict/1/2", timeout=10).json()["model_version"]
+            for _ in range(20)
+        }
+        if answered == {second}:
+            break
+        time.sleep(0.3)
+    assert answered == {second}

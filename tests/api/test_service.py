@@ -21,7 +21,7 @@ from app.serving import store as model_store
 
 
 def test_health_ready_model(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json() == {"status": "ok", "auth": "off"}
     ready = client.get("/ready")
     assert ready.status_code == 200
     version = client.app.state.dotrec.store.current.version

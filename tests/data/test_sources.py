@@ -15,7 +15,7 @@ import pytest
 
 from app.data import download as download_module
 from app.data.download import GROUPLENS_NAMES, DownloadError, download
-from app.data.sources import resolve_source
+from app.data.sources import SourceUnavailable, resolve_source
 from app.data.synth import PRESETS
 
 SMALL_RATINGS = "userId,movieId,rating,timestamp\n1,10,4.0,100\n2,10,3.5,200\n"
@@ -142,12 +142,22 @@ def test_a_cached_grouplens_archive_is_read_offline(tmp_path: Path, monkeypatch:
     assert "GENERATED" not in note
 
 
-def test_offline_falls_back_to_generated_data_and_says_so(
+def test_offline_a_named_set_is_an_error_that_says_how_to_give_a_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     point(monkeypatch, "ml-25m", unreachable_url())
     cache = tmp_path / "cache"
-    data, note = resolve_source("ml-25m", cache)
+    with pytest.raises(SourceUnavailable, match="could not fetch ml-25m .*give the path of a copy"):
+        resolve_source("ml-25m", cache)
+    assert not (cache / "synthetic-ml-100k").exists(), "nothing generated"
+
+
+def test_offline_the_first_run_falls_back_to_generated_data_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    point(monkeypatch, "ml-25m", unreachable_url())
+    cache = tmp_path / "cache"
+    data, note = resolve_source("ml-25m", cache, generated_if_offline=True)
     assert "GENERATED" in note
     assert "ml-25m" in note
     assert "could not fetch" in note
@@ -159,7 +169,7 @@ def test_offline_falls_back_to_generated_data_and_says_so(
     assert (folder / "synth.json").exists()
 
     written = (folder / "ratings.csv").stat().st_mtime_ns
-    again, _ = resolve_source("ml-25m", cache)
+    again, _ = resolve_source("ml-25m", cache, generated_if_offline=True)
     assert (folder / "ratings.csv").stat().st_mtime_ns == written  # generated once, then reused
     assert again.ratings.equals(data.ratings)
 

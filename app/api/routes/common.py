@@ -87,7 +87,7 @@ def scale_errors(settings: Settings, ratings: Iterable[tuple[list[Any], float]])
         errors.append(
             {
                 "loc": loc,
-                "msg": f"rating {value:g} is not on the scale; the allowed values are {allowed}",
+                "msg": f"rating {value:.15g} is not on the scale; the allowed values are {allowed}",
                 "type": "rating_off_scale",
                 "input": value,
             }

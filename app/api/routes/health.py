@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -16,9 +18,10 @@ router = APIRouter(tags=["service"])
 
 
 @router.get("/health", response_model=HealthOut, summary="The process is alive")
-async def health() -> HealthOut:
-    """Always 200 while the process answers; says nothing about the database or the model."""
-    return HealthOut()
+async def health(state: State) -> HealthOut:
+    """Always 200 while the process answers; says nothing about the database or the model, and
+    whether writes need an API key (`auth`)."""
+    return HealthOut(auth="on" if state.accepted_keys else "off")
 
 
 @router.get(
@@ -93,7 +96,7 @@ async def model_info(model: ModelDep) -> ModelOut:
         version=model.version,
         created_at=meta.get("created_at"),
         loaded_at=model.loaded_at,
-        path=str(model.path),
+        path=model.path.name,
         n_users=predictor.n_users,
         n_movies=predictor.n_movies,
         n_factors=int(meta["n_factors"]),
@@ -103,7 +106,7 @@ async def model_info(model: ModelDep) -> ModelOut:
         rating_scale={k: float(v) for k, v in meta.get("rating_scale", {}).items()},
         metrics=meta.get("metrics", {}),
         hyper_parameters=meta.get("hyper_parameters", {}),
-        data_source=meta.get("data_source"),
+        data_source=public_source(meta.get("data_source")),
         data_fingerprint=meta.get("data_fingerprint", {}),
         fold_in_cache_size=len(model.fold_cache),
         objective=meta.get("objective"),
@@ -111,13 +114,24 @@ async def model_info(model: ModelDep) -> ModelOut:
         recommendations_table=None
         if (table := model.precomputed) is None
         else PrecomputedOut(
-            path=str(table.path),
+            path=table.path.name,
             created_at=table.created_at,
             users=table.users,
             k=table.k,
             rated_excluded=table.rated_excluded,
         ),
     )
+
+
+def public_source(source: object) -> str | None:
+    """What a model learnt from, as anyone may see it: no database URL (older versions stored
+    one, credentials and all) and no folder of the server."""
+    if not isinstance(source, str):
+        return None
+    if source.startswith("database"):
+        kind = source.split("://", 1)[0].removeprefix("database").strip(" (")
+        return f"database ({kind.split('+', 1)[0].rstrip(')')})" if kind else "database"
+    return PurePath(source).name or source
 
 
 @router.get(

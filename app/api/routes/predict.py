@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import AppState, ModelDep, MovieIdPath, State, UserIdPath, serving_model
+from app.api.limits import apply_caps
 from app.api.routes.common import (
     JSON_BODY,
     NOT_FOUND,
@@ -30,6 +31,7 @@ from app.serving.batch import (
     user_block,
 )
 from app.serving.predictions import predict_one
+from app.serving.serving_model import ServingModel
 from app.serving.users import read_user, read_users
 
 router = APIRouter(prefix="/predict", tags=["predictions"])
@@ -86,15 +88,18 @@ async def predict(
     "/pairs",
     response_model=PairsOut,
     summary="Predict many (user, movie) pairs",
+    dependencies=[Depends(apply_caps)],
     responses={**NOT_FOUND, **JSON_BODY, 422: error("Invalid ids."), **UNAVAILABLE},
 )
 def pairs(body: PairsIn, state: State, model: ModelDep) -> dict:
     """Row-wise dot products for up to MAX_PAIRS (default 100,000) pairs; `ratings[i]` is what
     GET /predict gives for `pairs[i]`, with the same strategies. Any movie not in the catalog
     makes it a 404 naming it."""
-    cap = state.settings.max_pairs
-    if len(body.pairs) > cap:
-        raise HTTPException(413, f"{len(body.pairs):,} pairs in one request; the cap is {cap:,} (MAX_PAIRS)")
+    with state.heavy.turn():
+        return _pairs(body, state, model)
+
+
+def _pairs(body: PairsIn, state: AppState, model: ServingModel) -> dict:
     ids = np.array(body.pairs, dtype=np.int64).reshape(-1, 2)
     ensure_all_in_catalog(state, ids[:, 1])
     distinct, index = np.unique(ids[:, 0], return_inverse=True)
@@ -115,6 +120,7 @@ def pairs(body: PairsIn, state: State, model: ModelDep) -> dict:
     "/matrix",
     response_model=MatrixOut,
     summary="Predict a users x movies matrix",
+    dependencies=[Depends(apply_caps)],
     responses={
         200: {
             "content": {NPY_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
@@ -139,8 +145,16 @@ def matrix(
     lists mean every user / movie of the model, ascending.
 
     JSON is capped at MAX_MATRIX_CELLS cells; with `Accept: application/x-npy` the matrix
-    streams as a float32 .npy (an ML-1M-sized 6,040 x 3,706 one in a single request).
+    streams as a float32 .npy (an ML-1M-sized 6,040 x 3,706 one in a single request). Each
+    list holds at most MAX_MATRIX_IDS ids; the .npy is computed a band of rows at a time.
     """
+    with state.heavy.turn():
+        return _matrix(body, request, response, state, model)
+
+
+def _matrix(
+    body: MatrixIn, request: Request, response: Response, state: AppState, model: ServingModel
+) -> Response | dict:
     predictor = model.predictor
     as_npy = NPY_MEDIA_TYPE in request.headers.get("accept", "")
     n_rows = predictor.n_users if body.user_ids is None else len(body.user_ids)

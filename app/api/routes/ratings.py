@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Depends, HTTPException, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
-from app.api.deps import ApiKey, Limit, MovieIdPath, Offset, SessionDep, State, UserIdPath
+from app.api.deps import ApiKey, AppState, Limit, MovieIdPath, Offset, SessionDep, State, UserIdPath
+from app.api.limits import apply_caps
 from app.api.routes.common import (
     AUTH,
     JSON_BODY,
@@ -90,7 +92,7 @@ def post_rating(body: RatingIn, response: Response, state: State, session: Sessi
 @router.post(
     "/ratings/batch",
     response_model=RatingBatchOut,
-    dependencies=[ApiKey],
+    dependencies=[ApiKey, Depends(apply_caps)],
     summary="Store many ratings, all or nothing",
     responses={
         **RATING_ERRORS,
@@ -116,11 +118,11 @@ def post_batch(body: RatingBatchIn, state: State, session: SessionDep) -> Rating
     Every row is checked first; with any error nothing is stored and the answer lists each bad
     row (`errors`: index, field, message). Of several ratings of one (user, movie) the last wins.
     """
-    cap = state.settings.max_batch_ratings
-    if len(body.ratings) > cap:
-        raise HTTPException(
-            413, f"{len(body.ratings):,} ratings in one batch; the cap is {cap:,} (MAX_BATCH_RATINGS)"
-        )
+    with state.heavy.turn():
+        return _store_batch(body, state, session)
+
+
+def _store_batch(body: RatingBatchIn, state: AppState, session: Session) -> RatingBatchOut | JSONResponse:
     errors = scale_errors(
         state.settings, [(["body", "ratings", i, "rating"], r.rating) for i, r in enumerate(body.ratings)]
     )

@@ -104,6 +104,23 @@ def start(settings: Settings, metrics: Metrics) -> AppState:
     return state
 
 
+def element_budgets(settings: Settings) -> dict[str, tuple[int, str]]:
+    """The most commas each list body may hold (RequestLimitsMiddleware): a pair is 2 (one
+    inside, one after), an id 1 (user and movie ids: two lists), a rating at most 4; a few more
+    for the object around them."""
+    return {
+        "/predict/pairs": (2 * settings.max_pairs + 8, f"{settings.max_pairs:,} pairs (MAX_PAIRS)"),
+        "/predict/matrix": (
+            2 * settings.max_matrix_ids + 8,
+            f"{settings.max_matrix_ids:,} user ids and as many movie ids (MAX_MATRIX_IDS)",
+        ),
+        "/ratings/batch": (
+            4 * settings.max_batch_ratings + 8,
+            f"{settings.max_batch_ratings:,} ratings (MAX_BATCH_RATINGS)",
+        ),
+    }
+
+
 async def follow_models(state: AppState) -> None:
     """Every MODEL_POLL_S: load the version MODELS_DIR/current names when it changed (off the
     event loop), so that every worker process and replica serves a new model by itself."""
@@ -162,6 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestLimitsMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_s,
+        element_budgets=element_budgets(settings),
     )
     if settings.cors_origins:
         app.add_middleware(

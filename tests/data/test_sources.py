@@ -147,7 +147,7 @@ def test_offline_a_named_set_is_an_error_that_says_how_to_give_a_path(
 ) -> None:
     point(monkeypatch, "ml-25m", unreachable_url())
     cache = tmp_path / "cache"
-    with pytest.raises(SourceUnavailable, match="could not fetch ml-25m .*give the path of a copy"):
+    with pytest.raises(SourceUnavailable, match=r"could not fetch ml-25m .*give the path of a copy"):
         resolve_source("ml-25m", cache)
     assert not (cache / "synthetic-ml-100k").exists(), "nothing generated"
 

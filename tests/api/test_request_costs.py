@@ -1,0 +1,183 @@
+"""What one hostile request costs a real `dotrec serve` (issue 15): on SQLite and PostgreSQL, each
+request below is answered as it must be, the server's peak resident memory grows by less than
+200 MB over all of them, and GET /health, polled on its own connection meanwhile, never takes
+0.5 s or more. The slow-client cases hold connections open the way a slowloris does and check
+that the server closes them with the status due, within its deadlines."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from api_support import Data
+from live_server import LiveServer, run_dotrec
+
+pytestmark = pytest.mark.slow
+
+MB = 1024 * 1024
+HEALTH_LIMIT_S = 0.5
+RSS_GROWTH_LIMIT_MB = 200
+HEADER_TIMEOUT_S = 2
+BODY_TIMEOUT_S = 2
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return {key: int(re.search(rf"{key}:\s+(\d+) kB", status).group(1)) / 1024 for key in ("VmRSS", "VmHWM")}
+
+
+class HealthWatch:
+    """GET /health every 20 ms on a connection of its own, keeping the slowest answer."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.slowest_s = 0.0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=5) as client:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                try:
+                    status = client.get("/health").status_code
+                except httpx.HTTPError as error:
+                    self.failures.append(repr(error))
+                    status = 0
+                self.slowest_s = max(self.slowest_s, time.perf_counter() - started)
+                if status != 200:
+                    self.failures.append(f"status {status}")
+                time.sleep(0.02)
+
+    @contextmanager
+    def watching(self) -> Iterator[HealthWatch]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(10)
+
+
+@pytest.fixture
+def server(
+    database_url: str, live_server: Callable[..., LiveServer], data: Data, tmp_path: Path
+) -> LiveServer:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "MODELS_DIR": str(tmp_path / "models"),
+        "DATA_DIR": str(tmp_path / "data"),
+        "SERVER_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+    }
+    env.pop("API_KEY", None)
+    run_dotrec(env, "db", "upgrade")
+    run_dotrec(env, "import", str(data.write_csv(tmp_path / "csv")), "--quiet")
+    run_dotrec(env, "train", "--quiet", "--epochs", "2", "--dim", "8")
+    return live_server(env, serve_args=("--no-access-log",))
+
+
+def post_raw(url: str, path: str, body: bytes, accept: str = "application/json") -> httpx.Response:
+    headers = {"Content-Type": "application/json", "Accept": accept}
+    return httpx.post(f"{url}{path}", content=body, headers=headers, timeout=60)
+
+
+HOSTILE_BODIES: list[tuple[str, str, Callable[[], bytes], int, str]] = [
+    # issue 15, case 1: a few MB of ids that are all invalid
+    ("1.3M bad pairs", "/predict/pairs", lambda: b'{"pairs": [' + b"[0,0]," * 1_299_999 + b"[0,0]]}", 413,
+     "MAX_PAIRS"),
+    ("3.5M bad matrix ids", "/predict/matrix", lambda: b'{"user_ids": [' + b"0," * 3_499_999 + b"0]}", 413,
+     "MAX_MATRIX_IDS"),
+    ("100k bad pairs under the cap", "/predict/pairs",
+     lambda: json.dumps({"pairs": [[0, 0]] * 100_000}).encode(), 422, "greater than 0"),
+    ("10k bad batch rows", "/ratings/batch",
+     lambda: json.dumps({"ratings": [{"user_id": 0, "movie_id": 0, "rating": "x"}] * 10_000}).encode(), 422,
+     "more errors not shown"),
+    # case 2: a valid matrix of many rows
+    ("2M matrix rows", "/predict/matrix",
+     lambda: b'{"movie_ids": [1], "user_ids": [' + b"1," * 1_999_999 + b"1]}", 413, "MAX_MATRIX_IDS"),
+]  # fmt: skip
+
+
+def test_hostile_bodies_cost_little_and_never_stall_the_server(server: LiveServer) -> None:
+    pid = server.process.pid
+    server.client.get("/recommendations/1")  # warm
+    before = memory_mb(pid)["VmRSS"]
+    with HealthWatch(server.url).watching() as health:
+        for name, path, body, status, message in HOSTILE_BODIES:
+            response = post_raw(server.url, path, body())
+            assert response.status_code == status, (name, response.text[:300])
+            assert message in response.text, (name, response.text[:300])
+            assert len(response.content) < 16_000, (name, "the answer is short, whatever was sent")
+        # case 2 again: the largest valid matrices, 8 at once (.npy: 100,000 rows each)
+        valid = json.dumps({"user_ids": [1] * 100_000, "movie_ids": [1, 2, 3]}).encode()
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(
+                    lambda _: post_raw(server.url, "/predict/matrix", valid, "application/x-npy"), range(8)
+                )
+            )
+        assert {a.status_code for a in answers} <= {200, 503}, {a.text[:200] for a in answers}
+        assert any(a.status_code == 200 and len(a.content) > 100_000 * 3 * 4 for a in answers)
+        # case 4: ids of thousands of digits, a hundred times: 4xx, and no traceback logged
+        log_before = server.log.stat().st_size
+        for _ in range(100):
+            assert server.client.get("/predict/" + "1" * 5000 + "/1").status_code == 422
+            assert server.client.get("/recommendations/1", params={"k": "9" * 5000}).status_code == 422
+        assert server.log.stat().st_size - log_before < 10_000, "no traceback per request"
+    grown = memory_mb(pid)["VmHWM"] - before
+    assert grown < RSS_GROWTH_LIMIT_MB, f"peak RSS grew by {grown:.0f} MB"
+    assert not health.failures and health.slowest_s < HEALTH_LIMIT_S, (health.slowest_s, health.failures[:3])
+
+
+def open_socket(server: LiveServer) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", server.port))
+    connection.settimeout(HEADER_TIMEOUT_S * 5)
+    return connection
+
+
+def test_slow_and_oversized_clients_are_cut_off(server: LiveServer) -> None:
+    """Case 5: headers a little at a time, a body that stops, an idle connection, 128 MB of
+    headers: each is answered (408, 408, closed, 431) and closed within its deadline."""
+    pid = server.process.pid
+    before = memory_mb(pid)["VmRSS"]
+    with HealthWatch(server.url).watching() as health:
+        slow_headers = [open_socket(server) for _ in range(20)]
+        for connection in slow_headers:
+            connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        stalled_body = open_socket(server)
+        stalled_body.sendall(
+            b"POST /ratings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"user'
+        )
+        idle = open_socket(server)
+        started = time.monotonic()
+        for connection in slow_headers:
+            assert connection.recv(100).startswith(b"HTTP/1.1 408"), "slow headers: 408"
+        assert stalled_body.recv(100).startswith(b"HTTP/1.1 408"), "a stalled body: 408"
+        assert idle.recv(100) == b"", "an idle connection is closed"
+        assert time.monotonic() - started < HEADER_TIMEOUT_S + BODY_TIMEOUT_S + 2
+        huge = open_socket(server)
+        try:
+            chunk = b"X-Padding: " + b"a" * MB + b"\r\n"
+            huge.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            for _ in range(128):
+                huge.sendall(chunk)
+        except OSError:
+            pass  # the server closed it while the rest was being sent
+        assert huge.recv(100).startswith(b"HTTP/1.1 431")
+    grown = memory_mb(pid)["VmHWM"] - before
+    assert grown < RSS_GROWTH_LIMIT_MB, f"peak RSS grew by {grown:.0f} MB"
+    assert not health.failures and health.slowest_s < HEALTH_LIMIT_S, (health.slowest_s, health.failures[:3])

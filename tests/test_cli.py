@@ -76,3 +76,11 @@ def test_commands_refuse_an_unmigrated_database(workspace) -> None:
     result = CliRunner().invoke(app, ["train", "--quiet"])
     assert result.exit_code == 1
     assert "dotrec db upgrade" in result.output
+
+
+def test_scale_checks_use_the_numbers_as_written() -> None:
+    from app.config import Settings
+
+    settings = Settings(_env_file=None, rating_min=1, rating_max=2, rating_step=0.1)
+    assert all(settings.is_on_scale(value) for value in settings.allowed_ratings())  # 1.1, 1.2, ... too
+    assert not settings.is_on_scale(1.15) and not settings.is_on_scale(2.1)

@@ -3,6 +3,8 @@ bad input that must never be a 500."""
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -13,10 +15,12 @@ from pathlib import Path
 import pytest
 from api_support import API_KEY, NEW_USER, ClientMaker, add_corrupt_version, add_version, api_settings
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from app.api import deps
 from app.api.main import create_app
 from app.db.schema import SchemaOutOfDate
+from app.ml.artifact import current_version_dir
 from app.serving import store as model_store
 
 
@@ -320,3 +324,44 @@ def test_the_server_never_imports_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_auth_fails_closed_and_says_when_it_is_off(
+    make_client: ClientMaker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for blank in ("", " ", "\t"):  # a key that could never match, or hides that writes are open
+        monkeypatch.setenv("API_KEY", blank)
+        with pytest.raises(ValidationError, match=r"API_KEY .* is empty or blank"):
+            api_settings()
+    monkeypatch.delenv("API_KEY")
+    with pytest.raises(ValidationError, match="empty or blank"):
+        api_settings(api_keys=["good-key", " "])
+
+    caplog.set_level(logging.WARNING, logger="dotrec")
+    open_client = make_client()
+    assert any("API_KEY is not set: writes" in r.getMessage() for r in caplog.records)
+    assert open_client.get("/health").json()["auth"] == "off"
+
+    # rotation: the old and the new key both work, each compared, in constant time
+    rotating = make_client(api_key="new-key-0123", api_keys=["old-key-4567"])
+    assert rotating.get("/health").json()["auth"] == "on"
+    rating = {"user_id": NEW_USER, "movie_id": 1, "rating": 4}
+    compared: list[int] = []
+    real_compare = deps.hmac.compare_digest
+    monkeypatch.setattr(deps.hmac, "compare_digest", lambda a, b: compared.append(1) or real_compare(a, b))
+    for key in ("new-key-0123", "old-key-4567"):
+        assert rotating.post("/ratings", json=rating, headers={"X-API-Key": key}).status_code in (200, 201)
+    assert rotating.post("/ratings", json=rating, headers={"X-API-Key": "new-key-012"}).status_code == 403
+    assert compared == [1, 1] * 3, "every key is compared, whichever matches"
+
+
+def test_model_shows_no_credentials_and_no_server_paths(make_client: ClientMaker, models_dir: Path) -> None:
+    """An older artifact recorded the database URL it was trained from, password and all."""
+    folder = current_version_dir(models_dir)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["data_source"] = "database postgresql+psycopg://dotrec:s3cret@db.internal:5432/prod?password=x"
+    (folder / "meta.json").write_text(json.dumps(meta))
+    body = make_client().get("/model").json()
+    text = json.dumps(body)
+    assert "s3cret" not in text and "db.internal" not in text and str(models_dir) not in text
+    assert body["data_source"] == "database (postgresql)" and body["path"] == folder.name

@@ -3,9 +3,15 @@
 # services run (dotrec db upgrade, dotrec import, dotrec train). CPU-only torch, no CUDA libraries.
 #   docker build -t dotrec:local .          (docker compose builds it for you)
 #   docker run --rm -p 8000:8000 -v dotrec-models:/var/lib/dotrec/models dotrec:local
+# Without a package index: deploy/offline-build.sh (a wheelhouse served to the build, pip --no-index).
+
+# The base of both stages: the official image by default; a mirror's copy or a local build
+# (deploy/standin-images.sh) stands in with --build-arg PYTHON_IMAGE=... It must have `python`
+# (3.11) with venv on the PATH.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- build: a virtual environment in /opt/venv holding dotrec and its dependencies ----------------
-FROM python:3.11-slim-bookworm AS build
+FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -13,6 +19,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 ENV PATH="/opt/venv/bin:${PATH}"
 WORKDIR /src
+
+# 0. Offline builds only (deploy/offline-build.sh sets WHEELHOUSE_URL): every pip below takes its
+#    packages from that wheelhouse and never from an index. Empty (the default): the indexes.
+ARG WHEELHOUSE_URL=
+RUN if [ -n "${WHEELHOUSE_URL}" ]; then \
+        printf '[global]\nno-index = true\nfind-links = %s\n' "${WHEELHOUSE_URL}" > /etc/pip.conf; \
+    fi
 
 # 1. torch alone, from the PyTorch CPU index: its +cpu wheel carries no CUDA libraries. The version
 #    is the pin in pyproject.toml (a test checks they agree), so step 2 keeps this wheel.
@@ -32,7 +45,7 @@ RUN pip install --no-cache-dir --no-deps . \
     && python -c "import importlib.metadata as md, torch; cuda = sorted(d.metadata['Name'] for d in md.distributions() if d.metadata['Name'].lower().startswith('nvidia')); assert torch.version.cuda is None and not cuda, (torch.__version__, cuda)"
 
 # --- runtime: the virtual environment, the migrations, a non-root user ----------------------------
-FROM python:3.11-slim-bookworm AS runtime
+FROM ${PYTHON_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="dotrec" \
       org.opencontainers.image.description="dotrec: dot-product recommendations for explicit ratings (REST API and CLI)" \

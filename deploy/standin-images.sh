@@ -8,10 +8,11 @@
 #   postgres  for the compose file's POSTGRES_IMAGE (postgres:15-alpine)
 #   nginx     for the compose file's NGINX_IMAGE (nginx:1.27-alpine)
 #
-# Each is tagged dotrec-standin/NAME:HASH, HASH a digest of this script, the suite and the files
-# of its folder: a second run finds the tag and builds nothing; a change to any of those files
-# builds that image anew. The .deb files are kept in the debootstrap cache below, so a rebuild
-# downloads nothing it has already. Prints one line per image for a .env file or `export`:
+# Each is tagged dotrec-standin/NAME:HASH, HASH a digest of the suite, the files of its folder
+# and the code of build() below (as bash prints it: comments left out): a second run finds the
+# tag and builds nothing; a change to any of those builds that image anew, and the older tags of
+# it are removed. The .deb files are kept in the debootstrap cache below, so a rebuild downloads
+# nothing it has already. Prints one line per image for a .env file or `export`:
 #   PYTHON_IMAGE=dotrec-standin/python:0123abcd...
 # Needs root (debootstrap, chroot), debootstrap and a running Docker engine. Usage:
 #   deploy/standin-images.sh [python] [postgres] [nginx]      (none named: all three)
@@ -39,7 +40,7 @@ content_hash() {
     local name=$1
     {
         echo "suite=$suite"
-        cat "$here/standin-images.sh"
+        declare -f build
         for file in "$here/standins/$name"/*; do
             echo "--- ${file##*/}"
             cat "$file"
@@ -113,6 +114,10 @@ for name in "${names[@]}"; do
     else
         [ "$(id -u)" = 0 ] || die "$name: building a stand-in needs root (debootstrap, chroot)"
         build "$name" "$tag"
+        # Older builds of this stand-in, unless a container still uses them.
+        "$docker" image ls --format '{{.Repository}}:{{.Tag}}' "dotrec-standin/$name" "dotrec-standin/$name-rootfs" \
+            | grep -vx -e "$tag" -e "dotrec-standin/$name-rootfs:${tag##*:}" \
+            | xargs -r "$docker" rmi >/dev/null 2>&1 || true
     fi
     echo "$variable=$tag"
 done

@@ -33,6 +33,14 @@ print("\n".join(project["project"]["dependencies"] + project["build-system"]["re
 EOF
 torch_pin=$(grep -m1 '^torch==' "$requirements") || die "pyproject.toml pins no torch==VERSION"
 
+# A folder already filled for this very list and platform is used as it is: pip would only find
+# every file there again, after asking the index about each.
+stamp="$dir/.complete-$( { cat "$requirements"; echo "$arch $glibc"; } | sha256sum | cut -c1-16)"
+if [ -e "$stamp" ]; then
+    echo "$dir"
+    exit 0
+fi
+
 # Every manylinux tag the image's glibc runs, newest first: pip takes a --platform literally.
 platforms=()
 for minor in $(seq "$glibc" -1 5); do platforms+=(--platform "manylinux_2_${minor}_$arch"); done
@@ -52,4 +60,5 @@ fi
 cuda=$(find "$dir" -maxdepth 1 -iname 'nvidia*' -printf '%f\n')
 [ -z "$cuda" ] || die "CUDA wheels in $dir (a non-CPU torch came in): $cuda"
 ls "$dir"/torch-*+cpu-*.whl >/dev/null 2>&1 || die "no +cpu torch wheel in $dir"
+touch "$stamp"
 echo "$dir"

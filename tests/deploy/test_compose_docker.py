@@ -299,7 +299,8 @@ def test_the_stack_runs_on_a_real_engine(stack: Stack, timings: dict[str, float]
         assert (after["StartedAt"], after["Running"]) == (before["StartedAt"], True), "api was not restarted"
         _serves_fold_in(client, version)
 
-        # run --rm train: a new version from the stored ratings; the running api serves it on reload.
+        # run --rm train: a new version from the stored ratings (the one posted above among them);
+        # the running api serves it once reloaded.
         begin = time.monotonic()
         trained = stack("run", "--rm", "train")
         timings[f"{variant}_retrain_s"] = round(time.monotonic() - begin, 1)
@@ -310,7 +311,7 @@ def test_the_stack_runs_on_a_real_engine(stack: Stack, timings: dict[str, float]
         newer = reload.json()["version"]
         assert newer != version and reload.json()["reloaded"] is True
         assert client.get("/ready").json()["model_version"] == newer
-        _serves_fold_in(client, newer)
+        _serves_fold_in(client, newer, strategy="model")  # trained on the rating posted above
 
         # --scale api=2: both replicas answer through the proxy (each logs the requests it served).
         stack("up", "-d", "--no-deps", "--scale", "api=2", "api")
@@ -330,13 +331,15 @@ def test_the_stack_runs_on_a_real_engine(stack: Stack, timings: dict[str, float]
     timings[f"{variant}_test_s"] = round(time.monotonic() - started, 1)
 
 
-def _serves_fold_in(client: httpx.Client, version: str) -> None:
+def _serves_fold_in(client: httpx.Client, version: str, strategy: str = "fold_in") -> None:
+    """NEW_USER's one rating is stored, and their recommendations come from `version` by
+    `strategy`: fold_in while the model has not seen them, model once trained with the rating."""
     rated = client.get(f"/users/{NEW_USER}/ratings")
     assert rated.status_code == 200 and rated.json()["total"] == 1, rated.text
     answer = client.get(f"/recommendations/{NEW_USER}", params={"k": 5})
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    assert body["strategy"] == "fold_in" and body["model_version"] == version, body
+    assert body["strategy"] == strategy and body["model_version"] == version, body
     assert len(body["items"]) == 5 and 50 not in [item["movie_id"] for item in body["items"]]
 
 

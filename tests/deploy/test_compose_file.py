@@ -9,6 +9,7 @@ import subprocess
 from typing import Any
 
 import pytest
+import yaml
 from deploy_support import (
     COMPOSE_FILE,
     COMPOSE_ONLY_VARIABLES,
@@ -152,9 +153,29 @@ def test_database_url_follows_the_postgres_settings(raw: dict[str, Any]) -> None
     env = {"POSTGRES_USER": "u", "POSTGRES_PASSWORD": "p", "POSTGRES_DB": "d"}
     api = interpolate_tree(raw, env)["services"]["api"]
     assert service_environment(api, env)["DATABASE_URL"] == "postgresql://u:p@db:5432/d"
-    env["DATABASE_URL"] = "postgresql://elsewhere/x"
+    env |= {"POSTGRES_HOST": "elsewhere", "POSTGRES_PORT": "6543"}
     api = interpolate_tree(raw, env)["services"]["api"]
-    assert service_environment(api, env)["DATABASE_URL"] == "postgresql://elsewhere/x"
+    assert service_environment(api, env)["DATABASE_URL"] == "postgresql://u:p@elsewhere:6543/d"
+
+
+def test_no_default_holds_another_variable(raw: dict[str, Any]) -> None:
+    """docker-compose 1.29 takes a default literally: `${A:-x${B}}` gives the text `x${B}`
+    (and `config --quiet` does not object), so no default may interpolate anything."""
+
+    def strings(node: Any) -> list[str]:
+        if isinstance(node, str):
+            return [node]
+        if isinstance(node, dict):
+            return [text for value in node.values() for text in strings(value)]
+        if isinstance(node, list):
+            return [text for value in node for text in strings(value)]
+        return []
+
+    nested = [
+        text for text in strings(raw)
+        if re.search(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?[-?+][^}]*(?<!\$)\$(?!\$)", text.replace("$$", ""))
+    ]  # fmt: skip
+    assert nested == []
 
 
 def test_db_is_postgres_with_a_volume_and_a_readiness_check(
@@ -376,3 +397,13 @@ def test_the_compose_cli_accepts_the_file(cli: str) -> None:
         timeout=60,
     )
     assert set(listed.stdout.split()) == {"db", "migrate", "train", "api", "proxy"}, listed.stderr
+    resolved = subprocess.run(
+        [*found, "-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE), "config"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+    services = yaml.safe_load(resolved.stdout)["services"]
+    for name in DOTREC_SERVICES:
+        assert services[name]["environment"]["DATABASE_URL"] == "postgresql://dotrec:dotrec@db:5432/dotrec"

@@ -1,9 +1,10 @@
-# syntax=docker/dockerfile:1
 # dotrec in one image: the REST API (the default command) and the CLI the compose file's one-shot
 # services run (dotrec db upgrade, dotrec import, dotrec train). CPU-only torch, no CUDA libraries.
 #   docker build -t dotrec:local .          (docker compose builds it for you)
 #   docker run --rm -p 8000:8000 -v dotrec-models:/var/lib/dotrec/models dotrec:local
 # Without a package index: deploy/offline-build.sh (a wheelhouse served to the build, pip --no-index).
+# No `# syntax=` directive: BuildKit would fetch that frontend image from Docker Hub first, which
+# an offline build cannot reach; the frontend built into the engine reads everything here.
 
 # The base of both stages: the official image by default; a mirror's copy or a local build
 # (deploy/standin-images.sh) stands in with --build-arg PYTHON_IMAGE=... It must have `python`

@@ -115,7 +115,8 @@ for name in "${names[@]}"; do
         [ "$(id -u)" = 0 ] || die "$name: building a stand-in needs root (debootstrap, chroot)"
         build "$name" "$tag"
         # Older builds of this stand-in, unless a container still uses them.
-        "$docker" image ls --format '{{.Repository}}:{{.Tag}}' "dotrec-standin/$name" "dotrec-standin/$name-rootfs" \
+        "$docker" image ls --format '{{.Repository}}:{{.Tag}}' \
+            --filter "reference=dotrec-standin/$name" --filter "reference=dotrec-standin/$name-rootfs" \
             | grep -vx -e "$tag" -e "dotrec-standin/$name-rootfs:${tag##*:}" \
             | xargs -r "$docker" rmi >/dev/null 2>&1 || true
     fi

@@ -109,6 +109,15 @@ def test_stages_use_pinned_slim_python(instructions: list[Instruction]) -> None:
     assert "bookworm" in tag, "the Debian release deploy/standin-images.sh builds stand-ins from"
 
 
+def test_no_syntax_directive_sends_the_build_to_a_registry() -> None:
+    """`# syntax=IMAGE` makes BuildKit (docker compose v2 builds with it) pull that frontend image
+    before anything else: an offline build fails there."""
+    for line in DOCKERFILE.read_text().splitlines():
+        if not line.startswith("#"):
+            break  # parser directives come before any instruction
+        assert not re.match(r"#\s*syntax\s*=", line, re.IGNORECASE), line
+
+
 def test_an_offline_build_takes_every_package_from_the_wheelhouse(
     instructions: list[Instruction], tmp_path: Path
 ) -> None:

@@ -39,11 +39,20 @@ COPY pyproject.toml ./
 RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('requirements.txt', 'w').write(chr(10).join(deps) + chr(10))" \
     && pip install --no-cache-dir -r requirements.txt
 
-# 3. dotrec itself (its dependencies are all in place), then a check that no CUDA crept in.
+# 2b. What nothing imports at run time, ~320 MB of the image: torch's C++ headers, test binaries
+#     and protoc; every package's test suite and C headers (pip's own left alone). Step 3 imports
+#     what the app uses once this is gone.
+RUN site=$(echo /opt/venv/lib/python3*/site-packages) \
+    && rm -rf "${site}/torch/include" "${site}/torch/test" \
+    && find "${site}/torch/bin" -mindepth 1 ! -name torch_shm_manager -delete \
+    && find "${site}" -depth -type d \( -name tests -o -name include \) ! -path "*/pip/*" -exec rm -rf {} +
+
+# 3. dotrec itself (its dependencies are all in place), then a check that no CUDA crept in and
+#    that everything the app loads still imports.
 COPY README.md ./
 COPY app ./app
 RUN pip install --no-cache-dir --no-deps . \
-    && python -c "import importlib.metadata as md, torch; cuda = sorted(d.metadata['Name'] for d in md.distributions() if d.metadata['Name'].lower().startswith('nvidia')); assert torch.version.cuda is None and not cuda, (torch.__version__, cuda)"
+    && python -c "import importlib.metadata as md, torch, pandas, pyarrow.parquet, matplotlib.pyplot, app.api.main, app.ml.train; cuda = sorted(d.metadata['Name'] for d in md.distributions() if d.metadata['Name'].lower().startswith('nvidia')); assert torch.version.cuda is None and not cuda, (torch.__version__, cuda)"
 
 # --- runtime: the virtual environment, the migrations, a non-root user ----------------------------
 FROM ${PYTHON_IMAGE} AS runtime

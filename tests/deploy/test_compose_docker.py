@@ -51,7 +51,8 @@ READY_TIMEOUT_S = 180
 # --- the engine and the images ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+# Module scope: a dockerd this module started is stopped as soon as its tests are done.
+@pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
     try:
@@ -62,7 +63,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     up.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def standin_images(engine: Engine) -> dict[str, str]:
     """{PYTHON_IMAGE: tag, POSTGRES_IMAGE: tag, NGINX_IMAGE: tag} of the stand-ins (built once)."""
     done = subprocess.run(

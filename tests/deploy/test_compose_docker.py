@@ -309,8 +309,9 @@ def test_the_stack_runs_on_a_real_engine(stack: Stack, timings: dict[str, float]
         assert client.post("/admin/reload").status_code == 401
         reload = client.post("/admin/reload", headers=key)
         assert reload.status_code == 200, reload.text
+        # `reloaded` may be false: an api that follows MODELS_DIR/current by itself can be first.
         newer = reload.json()["version"]
-        assert newer != version and reload.json()["reloaded"] is True
+        assert newer != version, reload.json()
         assert client.get("/ready").json()["model_version"] == newer
         _serves_fold_in(client, newer, strategy="model")  # trained on the rating posted above
 

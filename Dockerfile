@@ -1,11 +1,18 @@
-# syntax=docker/dockerfile:1
 # dotrec in one image: the REST API (the default command) and the CLI the compose file's one-shot
 # services run (dotrec db upgrade, dotrec import, dotrec train). CPU-only torch, no CUDA libraries.
 #   docker build -t dotrec:local .          (docker compose builds it for you)
 #   docker run --rm -p 8000:8000 -v dotrec-models:/var/lib/dotrec/models dotrec:local
+# Without a package index: deploy/offline-build.sh (a wheelhouse served to the build, pip --no-index).
+# No `# syntax=` directive: BuildKit would fetch that frontend image from Docker Hub first, which
+# an offline build cannot reach; the frontend built into the engine reads everything here.
+
+# The base of both stages: the official image by default; a mirror's copy or a local build
+# (deploy/standin-images.sh) stands in with --build-arg PYTHON_IMAGE=... It must have `python`
+# (3.11) with venv on the PATH.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- build: a virtual environment in /opt/venv holding dotrec and its dependencies ----------------
-FROM python:3.11-slim-bookworm AS build
+FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -13,6 +20,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 ENV PATH="/opt/venv/bin:${PATH}"
 WORKDIR /src
+
+# 0. Offline builds only (deploy/offline-build.sh sets WHEELHOUSE_URL): every pip below takes its
+#    packages from that wheelhouse and never from an index. Empty (the default): the indexes.
+ARG WHEELHOUSE_URL=
+RUN if [ -n "${WHEELHOUSE_URL}" ]; then \
+        printf '[global]\nno-index = true\nfind-links = %s\n' "${WHEELHOUSE_URL}" > /etc/pip.conf; \
+    fi
 
 # 1. torch alone, from the PyTorch CPU index: its +cpu wheel carries no CUDA libraries. The version
 #    is the pin in pyproject.toml (a test checks they agree), so step 2 keeps this wheel.
@@ -25,14 +39,23 @@ COPY pyproject.toml ./
 RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('requirements.txt', 'w').write(chr(10).join(deps) + chr(10))" \
     && pip install --no-cache-dir -r requirements.txt
 
-# 3. dotrec itself (its dependencies are all in place), then a check that no CUDA crept in.
+# 2b. What nothing imports at run time, ~320 MB of the image: torch's C++ headers, test binaries
+#     and protoc; every package's test suite and C headers (pip's own left alone). Step 3 imports
+#     what the app uses once this is gone.
+RUN site=$(echo /opt/venv/lib/python3*/site-packages) \
+    && rm -rf "${site}/torch/include" "${site}/torch/test" \
+    && find "${site}/torch/bin" -mindepth 1 ! -name torch_shm_manager -delete \
+    && find "${site}" -depth -type d \( -name tests -o -name include \) ! -path "*/pip/*" -exec rm -rf {} +
+
+# 3. dotrec itself (its dependencies are all in place), then a check that no CUDA crept in and
+#    that everything the app loads still imports.
 COPY README.md ./
 COPY app ./app
 RUN pip install --no-cache-dir --no-deps . \
-    && python -c "import importlib.metadata as md, torch; cuda = sorted(d.metadata['Name'] for d in md.distributions() if d.metadata['Name'].lower().startswith('nvidia')); assert torch.version.cuda is None and not cuda, (torch.__version__, cuda)"
+    && python -c "import importlib.metadata as md, torch, pandas, pyarrow.parquet, matplotlib.pyplot, app.api.main, app.ml.train; cuda = sorted(d.metadata['Name'] for d in md.distributions() if d.metadata['Name'].lower().startswith('nvidia')); assert torch.version.cuda is None and not cuda, (torch.__version__, cuda)"
 
 # --- runtime: the virtual environment, the migrations, a non-root user ----------------------------
-FROM python:3.11-slim-bookworm AS runtime
+FROM ${PYTHON_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="dotrec" \
       org.opencontainers.image.description="dotrec: dot-product recommendations for explicit ratings (REST API and CLI)" \

@@ -5,11 +5,11 @@ setting the app reads is passed (with the app's own default), every variable is 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from typing import Any
 
 import pytest
+import yaml
 from deploy_support import (
     COMPOSE_FILE,
     COMPOSE_ONLY_VARIABLES,
@@ -35,6 +35,7 @@ from deploy_support import (
     start_order,
     volume_mounts,
 )
+from docker_engine import compose_v1, compose_v2, which
 
 from app.config import Settings
 
@@ -44,7 +45,10 @@ SERVICE_KEYS = {
     "ports", "expose", "healthcheck", "restart", "profiles", "deploy", "init", "user",
     "working_dir", "stop_grace_period", "labels", "networks", "read_only", "tmpfs", "logging",
 }  # fmt: skip
-TOP_LEVEL_KEYS = {"name", "services", "volumes", "networks", "configs", "secrets"}
+# No `name`: docker-compose 1.29 refuses it (the project name is COMPOSE_PROJECT_NAME).
+TOP_LEVEL_KEYS = {"services", "volumes", "networks", "configs", "secrets"}
+COMPOSE_VARIABLES = {"COMPOSE_PROJECT_NAME"}
+"""Variables compose itself reads from .env (documented there, referenced nowhere in the file)."""
 DEPLOYMENT_SETTINGS = {"DATABASE_URL", "MODELS_DIR", "DATA_DIR", "API_KEY"}
 """Settings the compose file sets for its containers rather than leaving at the app's default."""
 
@@ -95,7 +99,11 @@ def test_every_variable_is_documented_and_every_documented_one_is_used(raw: dict
     }  # fmt: skip
     assert (used | value_less) - documented == set(), "used by docker-compose.yml, missing from .env.example"
     assert settings - documented == set(), "read by the app, missing from .env.example"
-    assert documented - used - settings == set(), ".env.example documents variables nothing reads"
+    assert documented - used - settings - COMPOSE_VARIABLES == set(), (
+        ".env.example documents variables nothing reads"
+    )
+    assert documented >= COMPOSE_VARIABLES
+    assert read_env_file(ENV_EXAMPLE)["COMPOSE_PROJECT_NAME"] == "dotrec"
 
 
 def test_the_example_env_is_valid_for_the_app(
@@ -145,9 +153,29 @@ def test_database_url_follows_the_postgres_settings(raw: dict[str, Any]) -> None
     env = {"POSTGRES_USER": "u", "POSTGRES_PASSWORD": "p", "POSTGRES_DB": "d"}
     api = interpolate_tree(raw, env)["services"]["api"]
     assert service_environment(api, env)["DATABASE_URL"] == "postgresql://u:p@db:5432/d"
-    env["DATABASE_URL"] = "postgresql://elsewhere/x"
+    env |= {"POSTGRES_HOST": "elsewhere", "POSTGRES_PORT": "6543"}
     api = interpolate_tree(raw, env)["services"]["api"]
-    assert service_environment(api, env)["DATABASE_URL"] == "postgresql://elsewhere/x"
+    assert service_environment(api, env)["DATABASE_URL"] == "postgresql://u:p@elsewhere:6543/d"
+
+
+def test_no_default_holds_another_variable(raw: dict[str, Any]) -> None:
+    """docker-compose 1.29 takes a default literally: `${A:-x${B}}` gives the text `x${B}`
+    (and `config --quiet` does not object), so no default may interpolate anything."""
+
+    def strings(node: Any) -> list[str]:
+        if isinstance(node, str):
+            return [node]
+        if isinstance(node, dict):
+            return [text for value in node.values() for text in strings(value)]
+        if isinstance(node, list):
+            return [text for value in node for text in strings(value)]
+        return []
+
+    nested = [
+        text for text in strings(raw)
+        if re.search(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?[-?+][^}]*(?<!\$)\$(?!\$)", text.replace("$$", ""))
+    ]  # fmt: skip
+    assert nested == []
 
 
 def test_db_is_postgres_with_a_volume_and_a_readiness_check(
@@ -156,6 +184,7 @@ def test_db_is_postgres_with_a_volume_and_a_readiness_check(
     db = services["db"]
     image, _, tag = db["image"].partition(":")
     assert image == "postgres" and tag and tag != "latest"
+    assert load_compose()["services"]["db"]["image"] == f"${{POSTGRES_IMAGE:-{db['image']}}}", "a setting"
     assert volume_mounts(db)["/var/lib/postgresql/data"][0] in compose["volumes"]
     test = db["healthcheck"]["test"]
     assert test[0] == "CMD-SHELL" and test[1].startswith("pg_isready ")
@@ -250,27 +279,64 @@ def test_volumes_share_models_and_keep_data(
     assert (image_env["MODELS_DIR"], image_env["DATA_DIR"]) == (models_dir, data_dir)
 
 
-def test_api_is_published_on_the_port_it_serves(
+def test_only_the_proxy_is_published_and_on_loopback_by_default(
     raw: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
-    port = parse_dotrec(service_argv(services["api"])).params["port"]
-    assert services["api"]["ports"] == [f"8000:{port}"]
-    scaled = interpolate_tree(raw, {"API_PUBLISH": "127.0.0.1:", "API_WORKERS": "4"})["services"]["api"]
-    assert scaled["ports"] == [f"127.0.0.1::{port}"], "an ephemeral loopback port per replica"
-    assert parse_dotrec(service_argv(scaled)).params["workers"] == 4
+    """Clients reach the api through the proxy only; the proxy's port is 127.0.0.1:8000 unless
+    PROXY_BIND and PROXY_PORT say otherwise."""
+    published = {name: service["ports"] for name, service in services.items() if service.get("ports")}
+    assert published == {"proxy": ["127.0.0.1:8000:8000"]}
+    moved = interpolate_tree(raw, {"PROXY_BIND": "0.0.0.0", "PROXY_PORT": "9000", "API_WORKERS": "4"})
+    assert moved["services"]["proxy"]["ports"] == ["0.0.0.0:9000:8000"]
+    assert parse_dotrec(service_argv(moved["services"]["api"])).params["workers"] == 4
+    assert not any("expose" in service for service in services.values())
+
+
+def test_networks_keep_the_backend_without_a_route_out(
+    services: dict[str, dict[str, Any]], compose: dict[str, Any]
+) -> None:
+    """Every service is on backend, which is internal; only the proxy (its published port) and
+    train (DATA_SOURCE downloads) are also on edge, the network with a route out."""
+    assert compose["networks"]["backend"] == {"internal": True}
+    assert not (compose["networks"]["edge"] or {}).get("internal")
+    on = {name: set(service["networks"]) for name, service in services.items()}
+    assert all("backend" in networks for networks in on.values()), on
+    assert {name for name, networks in on.items() if "edge" in networks} == {"proxy", "train"}
+
+
+def test_the_build_takes_the_base_image_and_the_offline_wheelhouse(raw: dict[str, Any]) -> None:
+    """PYTHON_IMAGE reaches the Dockerfile's ARG (same default); WHEELHOUSE_URL and BUILD_NETWORK
+    are empty and "default" unless deploy/offline-build.sh sets them."""
+    dockerfile_args: dict[str, str] = {}
+    for instruction in parse_dockerfile(DOCKERFILE.read_text()):
+        if instruction.keyword == "ARG":
+            dockerfile_args.update(env_assignments(instruction))
+    bare = interpolate_tree(raw, {})["services"]["api"]["build"]
+    assert set(bare["args"]) <= set(dockerfile_args), "every build argument is an ARG of the Dockerfile"
+    assert bare["args"] == {"PYTHON_IMAGE": dockerfile_args["PYTHON_IMAGE"], "WHEELHOUSE_URL": ""}
+    assert bare["network"] == "default"
+    offline = {
+        "WHEELHOUSE_URL": "http://127.0.0.1:8731/",
+        "BUILD_NETWORK": "host",
+        "PYTHON_IMAGE": "m/py:3.11",
+    }
+    build = interpolate_tree(raw, offline)["services"]["api"]["build"]
+    assert build["args"] == {"PYTHON_IMAGE": "m/py:3.11", "WHEELHOUSE_URL": "http://127.0.0.1:8731/"}
+    assert build["network"] == "host"
 
 
 def test_the_proxy_balances_over_the_api_replicas(services: dict[str, dict[str, Any]]) -> None:
     proxy = services["proxy"]
-    assert proxy["profiles"] == ["scale"], "not started by a plain `docker compose up`"
+    assert "profiles" not in proxy, "in front by default: started by a plain `docker compose up`"
     image, _, tag = proxy["image"].partition(":")
     assert image == "nginx" and tag and tag != "latest"
+    assert load_compose()["services"]["proxy"]["image"] == f"${{NGINX_IMAGE:-{proxy['image']}}}", "a setting"
     script = shell_script(service_argv(proxy))
     assert script is not None
     config = script.split("<<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
     api_port = parse_dotrec(service_argv(services["api"])).params["port"]
     listen = int(re.search(r"listen (\d+);", config).group(1))  # type: ignore[union-attr]
-    assert proxy["ports"] == [f"8000:{listen}"]
+    assert proxy["ports"] == [f"127.0.0.1:8000:{listen}"]
     assert "resolver 127.0.0.11 " in config, "Docker's DNS, re-read as replicas come and go"
     assert f"set $api_upstream http://api:{api_port};" in config
     assert "proxy_pass $api_upstream;" in config
@@ -289,23 +355,55 @@ def test_interpolation_follows_compose_rules() -> None:
         interpolate("${UNSET:?needed}", env)
 
 
-def _has_docker_compose() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        return False
-    return probe.returncode == 0
+def test_the_proxy_holds_slow_and_oversized_clients(services: dict[str, dict[str, Any]]) -> None:
+    """Timeouts for every stage of a client's request and limits on its headers (issue 15): a
+    client that sends slowly or too much is dropped by nginx before the api sees anything."""
+    script = shell_script(service_argv(services["proxy"]))
+    assert script is not None
+    config = script.split("<<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+    directives = dict(re.findall(r"^\s*([a-z_]+) ([^;]+);", config, re.MULTILINE))
+    for timeout in ("client_header_timeout", "client_body_timeout", "keepalive_timeout", "send_timeout"):
+        value = re.fullmatch(r"(\d+)s", directives.get(timeout, ""))
+        assert value and 0 < int(value.group(1)) <= 60, f"{timeout}: {directives.get(timeout)}"
+    count, size = re.fullmatch(r"(\d+) (\d+)k", directives["large_client_header_buffers"]).groups()  # type: ignore[union-attr]
+    assert int(count) * int(size) <= 64, "at most 64 KiB of headers a request"
+    assert directives["server_tokens"] == "off"
 
 
-@pytest.mark.skipif(
-    not _has_docker_compose(),
-    reason="no `docker compose` here to validate the file against the compose specification",
-)
-def test_docker_compose_config_accepts_the_file() -> None:
-    subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE), "config", "--quiet"],
-        check=True,
+COMPOSE_CLIS = {"docker-compose (1.29)": compose_v1, "docker compose (v2)": compose_v2}
+
+
+@pytest.mark.parametrize("cli", list(COMPOSE_CLIS))
+def test_the_compose_cli_accepts_the_file(cli: str) -> None:
+    """The real `docker-compose config` (1.29) and `docker compose config` (v2) accept the file, with
+    .env.example as the env file; `config` reads the file only, no engine needed."""
+    docker = which("docker")
+    found = compose_v1() if cli.startswith("docker-compose") else (compose_v2(docker) if docker else None)
+    if found is None:
+        pytest.skip(f"no {cli} here to validate the file with (the compose test installs docker-compose)")
+    done = subprocess.run(
+        [*found, "-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
         cwd=REPO_ROOT,
+        timeout=60,
     )
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed = subprocess.run(
+        [*found, "-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE), "config", "--services"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+    assert set(listed.stdout.split()) == {"db", "migrate", "train", "api", "proxy"}, listed.stderr
+    resolved = subprocess.run(
+        [*found, "-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE), "config"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
+    services = yaml.safe_load(resolved.stdout)["services"]
+    for name in DOTREC_SERVICES:
+        assert services[name]["environment"]["DATABASE_URL"] == "postgresql://dotrec:dotrec@db:5432/dotrec"

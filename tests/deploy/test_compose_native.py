@@ -212,9 +212,15 @@ def test_the_compose_stack_serves_recommendations(
     assert (VENV_BIN / "dotrec").is_file(), f"no dotrec beside {sys.executable}"
     import_dir, source = data_source
     api_key = secrets.token_hex(16)
+    url = make_url(database_url)
     project_env = {
         **read_env_file(ENV_EXAMPLE),  # `cp .env.example .env`, then these lines changed:
-        "DATABASE_URL": database_url,
+        # the local PostgreSQL for the db service: DATABASE_URL is built from these
+        "POSTGRES_HOST": url.host or "127.0.0.1",
+        "POSTGRES_PORT": str(url.port or 5432),
+        "POSTGRES_USER": url.username or "postgres",
+        "POSTGRES_PASSWORD": url.password or "",
+        "POSTGRES_DB": url.database or "",
         "IMPORT_DIR": import_dir,
         "DATA_SOURCE": source,
         "TRAIN_ARGS": "--epochs 2",

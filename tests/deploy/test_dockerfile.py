@@ -4,6 +4,7 @@ native test use: the image's CMD is the api service's command, its paths are the
 
 from __future__ import annotations
 
+import configparser
 import re
 import shlex
 import shutil
@@ -89,16 +90,59 @@ def test_hadolint_finds_nothing() -> None:
 
 
 def test_stages_use_pinned_slim_python(instructions: list[Instruction]) -> None:
+    """Both stages start from PYTHON_IMAGE, an ARG before the first FROM (so a mirror's copy or a
+    stand-in can replace it) whose default is the official slim image at a pinned version."""
     froms = [i.value.split() for i in instructions if i.keyword == "FROM"]
     assert len(froms) >= 2, "multi-stage: the build tools stay out of the runtime image"
+    global_args: dict[str, str] = {}
+    for instruction in instructions:
+        if instruction.keyword == "ARG" and instruction.stage == -1:
+            global_args.update(env_assignments(instruction))
     for words in froms:
         assert len(words) == 3 and words[1].upper() == "AS", f"unnamed stage {words}"
-        image, _, tag = words[0].partition(":")
-        assert image == "python" and tag and tag != "latest" and "slim" in tag, words[0]
-        version = tuple(int(part) for part in tag.split("-")[0].split("."))
-        needed = PYPROJECT["project"]["requires-python"].removeprefix(">=")
-        assert version[:2] >= tuple(int(part) for part in needed.split("."))
-    assert len({words[0] for words in froms}) == 1, "build and runtime on the same Python"
+        assert words[0] == "${PYTHON_IMAGE}", f"{words[0]}: the base image is the PYTHON_IMAGE setting"
+    image, _, tag = global_args["PYTHON_IMAGE"].partition(":")
+    assert image == "python" and tag and tag != "latest" and "slim" in tag, global_args["PYTHON_IMAGE"]
+    version = tuple(int(part) for part in tag.split("-")[0].split("."))
+    needed = PYPROJECT["project"]["requires-python"].removeprefix(">=")
+    assert version[:2] >= tuple(int(part) for part in needed.split("."))
+    assert "bookworm" in tag, "the Debian release deploy/standin-images.sh builds stand-ins from"
+
+
+def test_no_syntax_directive_sends_the_build_to_a_registry() -> None:
+    """`# syntax=IMAGE` makes BuildKit (docker compose v2 builds with it) pull that frontend image
+    before anything else: an offline build fails there."""
+    for line in DOCKERFILE.read_text().splitlines():
+        if not line.startswith("#"):
+            break  # parser directives come before any instruction
+        assert not re.match(r"#\s*syntax\s*=", line, re.IGNORECASE), line
+
+
+def test_an_offline_build_takes_every_package_from_the_wheelhouse(
+    instructions: list[Instruction], tmp_path: Path
+) -> None:
+    """With WHEELHOUSE_URL (deploy/offline-build.sh) the build stage writes a pip configuration
+    before its first pip install: no index, the wheelhouse as the only source; without it none."""
+    build = [i for i in instructions if i.stage == 0]
+    arg = next(n for n, i in enumerate(build) if i.keyword == "ARG" and i.value.startswith("WHEELHOUSE_URL"))
+    assert env_assignments(build[arg])["WHEELHOUSE_URL"] == "", "online by default"
+    writes = next(n for n, i in enumerate(build) if i.keyword == "RUN" and "/etc/pip.conf" in i.value)
+    first_pip = next(n for n, i in enumerate(build) if i.keyword == "RUN" and "pip install" in i.value)
+    assert arg < writes < first_pip
+    config = tmp_path / "pip.conf"
+    script = build[writes].value.replace("/etc/pip.conf", str(config))
+    for url in ("", "http://127.0.0.1:8731/"):
+        config.unlink(missing_ok=True)
+        subprocess.run(["sh", "-c", script], env={"WHEELHOUSE_URL": url, "PATH": "/usr/bin:/bin"}, check=True)
+        if not url:
+            assert not config.exists()
+            continue
+        # pip reads its configuration files with configparser: [global] applies to every command.
+        parsed = configparser.ConfigParser()
+        parsed.read(config)
+        assert {name: dict(parsed[name]) for name in parsed.sections()} == {
+            "global": {"no-index": "true", "find-links": url}
+        }
 
 
 def test_torch_comes_from_the_cpu_index_at_the_projects_pin(instructions: list[Instruction]) -> None:

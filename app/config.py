@@ -6,6 +6,7 @@ import os
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,6 +60,9 @@ class Settings(BaseSettings):
     server_max_header_bytes: int = Field(16 * 1024, gt=0)
     server_max_connections: int = Field(1000, gt=0)
     cors_origins: list[str] = []
+    #: FULL: an acknowledged rating survives a power cut (a sync at every commit: with group
+    #: commit, one a group); NORMAL: it survives a crash of the process, not of the machine
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     db_timeout_s: float = 5.0
     db_pool_size: int = 5
 

@@ -139,19 +139,23 @@ async def _client(
                 {"user_id": u, "movie_id": m, "rating": r, "rated_at": EPOCH + tag} for u, m, r, tag in rows
             ]
             sent = time.monotonic()
-            if len(rows) == 1:
-                status, _ = await connection.post("/ratings", body[0])
-                created = {201: True, 200: False}.get(status)
-            else:
-                status, answer = await connection.post("/ratings/batch", {"ratings": body})
-                created = None
-                if status == 200:
-                    load.batch_inserted += json.loads(answer)["inserted"]
+            try:
+                if len(rows) == 1:
+                    status, answer = await connection.post("/ratings", body[0])
+                else:
+                    status, answer = await connection.post("/ratings/batch", {"ratings": body})
+            except (OSError, asyncio.IncompleteReadError):  # the server went away: no answer
+                status, answer = 0, b""
+            created = {201: True, 200: False}.get(status) if len(rows) == 1 else None
+            if len(rows) > 1 and status == 200:
+                load.batch_inserted += json.loads(answer)["inserted"]
             answered = time.monotonic()
             load.statuses[status] = load.statuses.get(status, 0) + 1
             load.writes += [
                 Write(u, m, r, tag, number, sent, answered, status, created) for u, m, r, tag in rows
             ]
+            if status == 0:  # sent, perhaps stored, never acknowledged; this client stops
+                break
     finally:
         await connection.close()
 

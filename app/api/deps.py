@@ -25,6 +25,7 @@ from app.api.metrics import Metrics
 from app.api.schemas import ID_RULE, MAX_ID
 from app.config import Settings
 from app.db.errors import UNAVAILABLE, database_problem
+from app.db.group_commit import GroupWriter
 from app.db.reads import Reads
 from app.db.repository import search_movies
 from app.serving.catalog import Catalog
@@ -53,6 +54,8 @@ class AppState:
     accepted_keys: list[bytes]
     """The API keys a write may carry (empty: auth is off)."""
     heavy: HeavyWork
+    writer: GroupWriter
+    """Single ratings, committed in groups (app.db.group_commit)."""
     schema_problem: str | None = None
     """Why the schema check has not passed (None once it has)."""
 

@@ -26,7 +26,9 @@ from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.routes import admin, health, movies, predict, ratings, recommendations
 from app.config import Settings, get_settings
 from app.db.errors import UNAVAILABLE, database_problem
+from app.db.group_commit import GroupWriter
 from app.db.reads import Reads
+from app.db.repository import RatingRow
 from app.db.schema import SchemaOutOfDate, check_schema_current
 from app.db.session import make_engine, make_session_factory
 from app.serving.catalog import Catalog
@@ -78,10 +80,18 @@ def start(settings: Settings, metrics: Metrics) -> AppState:
         recommendations_table=settings.recommendations_table,
     )
     reads = Reads(engine, settings.db_timeout_s, settings.db_pool_size)
+    sessions = make_session_factory(engine)
+
+    def committed(rows: list[RatingRow]) -> None:
+        """Ratings just committed by this process: their users' fold-ins are stale at once."""
+        reads.note_own_write()
+        for user_id in {row.user_id for row in rows}:
+            store.invalidate_user(user_id)
+
     state = AppState(
         settings=settings,
         engine=engine,
-        sessions=make_session_factory(engine),
+        sessions=sessions,
         reads=reads,
         rated=RatedMovies(reads),
         catalog=catalog,
@@ -89,6 +99,7 @@ def start(settings: Settings, metrics: Metrics) -> AppState:
         metrics=metrics,
         accepted_keys=settings.accepted_keys(),
         heavy=HeavyWork(settings.max_heavy_requests, settings.db_timeout_s),
+        writer=GroupWriter(sessions, settings.db_timeout_s, committed),
         schema_problem=schema_problem,
     )
     if not state.accepted_keys:
@@ -150,6 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # full passes, which otherwise pause every request now and then to walk it.
         gc.collect()
         gc.freeze()
+        await state.reads.start()
         follower = asyncio.create_task(follow_models(state)) if settings.model_poll_s > 0 else None
         try:
             yield
@@ -157,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if follower is not None:
                 follower.cancel()
             gc.unfreeze()
+            await state.writer.close()
             await state.reads.close()
             state.engine.dispose()
 

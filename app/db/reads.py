@@ -22,6 +22,9 @@ build Python rows).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import logging
 import sqlite3
 from typing import Any
@@ -118,19 +121,44 @@ class Reads:
         self._generation = 0
         """How many inline connections were opened: data versions count per connection."""
         self.pool = AsyncConnections(engine, pool_size, timeout_s) if dialect == "postgresql" else None
+        self.listener = RatingsListener(self.pool.conninfo, timeout_s) if self.pool is not None else None
+        self._own_writes = itertools.count()
+        self._own_write = 0
+        """This process's commits of ratings so far (read-your-writes before any notification)."""
+
+    async def start(self) -> None:
+        """Begin listening for other processes' ratings (PostgreSQL); on the running event loop."""
+        if self.listener is not None:
+            self.listener.start()
 
     async def close(self) -> None:
         self._close_inline()
+        if self.listener is not None:
+            await self.listener.close()
         if self.pool is not None:
             await self.pool.close()
 
+    def note_own_write(self) -> None:
+        """This process just committed ratings (from any thread): what was kept is stale now."""
+        self._own_write = next(self._own_writes) + 1
+
     # --- the reads ---
 
-    def ratings_version(self) -> tuple[int, int] | None:
-        """A token that changes whenever a rating (or anything else) is committed by any
-        connection: SQLite's `PRAGMA data_version` of the inline connection, with that
-        connection's generation. None where the database gives no such token (PostgreSQL),
-        or the inline connection failed: what was read then cannot be kept."""
+    def ratings_version(self) -> tuple[int, ...] | None:
+        """A token that changes whenever ratings are committed by any connection.
+
+        SQLite: the inline connection's `PRAGMA data_version` (which any other connection's
+        commit moves, this process's writes included), with that connection's generation.
+        PostgreSQL: the notifications heard on the `dotrec_ratings` channel (a trigger sends one
+        after every statement changing ratings; delivered at commit, within milliseconds),
+        with the listener's generation and this process's own writes (counted before the
+        writing client is answered: read-your-writes). None while no such token can be
+        trusted (the listener is down or reconnecting; the inline connection failed): then
+        what is read is not kept, and every request reads anew.
+        """
+        if self.listener is not None:
+            heard = self.listener.version()
+            return None if heard is None else (*heard, self._own_write)
         if not self.inline:
             return None
         try:
@@ -268,3 +296,64 @@ class Reads:
 
 class _DeadConnection(psycopg.OperationalError):
     """A pooled connection turned out dead on use (the server restarted or went away)."""
+
+
+RATINGS_CHANNEL = "dotrec_ratings"
+"""What migration 0002's trigger NOTIFYs after every statement that changes ratings."""
+RECONNECT_S = 1.0
+
+
+class RatingsListener:
+    """A connection of its own LISTENing on RATINGS_CHANNEL, counting notifications.
+
+    `version()` is (generation, notifications heard) while the connection is up, else None; a
+    lost connection is opened again every RECONNECT_S with a new generation (what was heard
+    before says nothing of what was missed meanwhile)."""
+
+    def __init__(self, conninfo: str, timeout_s: float) -> None:
+        self.conninfo = conninfo
+        self.timeout_s = timeout_s
+        self.generation = 0
+        self.heard = 0
+        self.listening = False
+        self._task: asyncio.Task[None] | None = None
+
+    def version(self) -> tuple[int, int] | None:
+        return (self.generation, self.heard) if self.listening else None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._listen(), name="dotrec-ratings-listener"
+            )
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.listening = False
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                connection = await psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True, connect_timeout=max(1, int(self.timeout_s))
+                )
+            except psycopg.Error as error:
+                log.info("ratings listener cannot connect (%s); lists are read anew meanwhile", error)
+                await asyncio.sleep(RECONNECT_S)
+                continue
+            try:
+                async with connection:
+                    await connection.execute(f"LISTEN {RATINGS_CHANNEL}")
+                    self.generation += 1
+                    self.listening = True
+                    async for _ in connection.notifies():
+                        self.heard += 1
+            except psycopg.Error as error:
+                log.info("ratings listener lost its connection (%s); reconnecting", error)
+            finally:
+                self.listening = False
+            await asyncio.sleep(RECONNECT_S)

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Row,
     String,
     Table,
+    bindparam,
     column,
     delete,
     func,
@@ -127,8 +128,13 @@ def upsert_rating(
     Returns the stored row and whether it was created (False: it replaced an older one).
     Raises `UnknownMovie` when the movie is not in the catalog.
     """
-    stored = RatingRow(user_id, movie_id, rating, _from_unix(_unix_seconds(rated_at)))
+    stored = stored_row(user_id, movie_id, rating, rated_at)
     return stored, _upsert(session, [stored])[0]
+
+
+def stored_row(user_id: int, movie_id: int, rating: float, rated_at: datetime) -> RatingRow:
+    """The row as the store keeps it: the time in whole seconds, UTC."""
+    return RatingRow(user_id, movie_id, rating, _from_unix(_unix_seconds(rated_at)))
 
 
 def upsert_ratings(session: Session, rows: Sequence[RatingRow]) -> BatchResult:
@@ -140,6 +146,29 @@ def upsert_ratings(session: Session, rows: Sequence[RatingRow]) -> BatchResult:
     created = _upsert(session, unique)
     inserted = sum(created)
     return BatchResult(inserted=inserted, updated=len(unique) - inserted)
+
+
+def upsert_rows(session: Session, rows: Sequence[RatingRow]) -> list[bool | UnknownMovie]:
+    """Rows of many clients, in the order they came, in the caller's transaction: for each,
+    whether it created its (user, movie), or UnknownMovie (nothing of it written) when its movie
+    is not in the catalog. Of several rows for one pair the last is stored; the first is the one
+    that created it, if any."""
+    if not rows:
+        return []
+    driver = _DRIVER_WRITES[session.get_bind().dialect.name]
+    known = driver.movies_exist(session, {row.movie_id for row in rows})
+    last = {(row.user_id, row.movie_id): row for row in rows if row.movie_id in known}
+    created = dict(zip(last, driver.upsert(session, list(last.values())), strict=True))
+    outcomes: list[bool | UnknownMovie] = []
+    seen: set[tuple[int, int]] = set()
+    for row in rows:
+        pair = (row.user_id, row.movie_id)
+        if row.movie_id not in known:
+            outcomes.append(UnknownMovie([row.movie_id]))
+        else:
+            outcomes.append(created[pair] and pair not in seen)
+            seen.add(pair)
+    return outcomes
 
 
 def delete_rating(session: Session, user_id: int, movie_id: int) -> bool:
@@ -334,6 +363,91 @@ def _upsert(session: Session, rows: Sequence[RatingRow]) -> list[bool]:
         existing = _existing_pairs(session, [(row.user_id, row.movie_id) for row in rows])
         session.execute(_rating_upsert(session), values)
         return [(row.user_id, row.movie_id) not in existing for row in rows]
+
+
+# The hot write path (groups of single ratings) on the driver directly: SQLAlchemy's statement
+# building and compiling cost several times the writes themselves (BENCHMARKS.md, "Writes").
+# SQLite's SQL is compiled once from the same Core statements; PostgreSQL's takes whole columns
+# as arrays, one round trip a statement. Both run in the caller's write transaction.
+_SQLITE = sqlite.dialect()
+_SQLITE_USERS = str(
+    sqlite.insert(USERS).values(id=bindparam("id")).on_conflict_do_nothing().compile(dialect=_SQLITE)
+)
+_SQLITE_RATED = "SELECT 1 FROM ratings WHERE user_id = ? AND movie_id = ?"
+_SQLITE_UPSERT = str(
+    sqlite.insert(RATINGS)
+    .on_conflict_do_update(
+        index_elements=[RATINGS.c.user_id, RATINGS.c.movie_id],
+        set_={
+            "rating": sqlite.insert(RATINGS).excluded.rating,
+            "rated_at": sqlite.insert(RATINGS).excluded.rated_at,
+        },
+    )
+    .compile(dialect=_SQLITE)
+)
+
+
+def _sqlite_movies_exist(session: Session, ids: set[int]) -> set[int]:
+    cursor = session.connection().connection.driver_connection.cursor()
+    found = set()
+    for chunk in _chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        found.update(row[0] for row in cursor.execute(f"SELECT id FROM movies WHERE id IN ({marks})", chunk))
+    return found
+
+
+def _sqlite_upsert(session: Session, rows: Sequence[RatingRow]) -> list[bool]:
+    """`_upsert` for SQLite in the caller's write transaction (whose lock it holds already)."""
+    cursor = session.connection().connection.driver_connection.cursor()
+    cursor.executemany(_SQLITE_USERS, [(user,) for user in sorted({row.user_id for row in rows})])
+    created = [cursor.execute(_SQLITE_RATED, (row.user_id, row.movie_id)).fetchone() is None for row in rows]
+    cursor.executemany(
+        _SQLITE_UPSERT, [(r.user_id, r.movie_id, r.rating, _unix_seconds(r.rated_at)) for r in rows]
+    )
+    return created
+
+
+_PG_USERS = "INSERT INTO users (id) SELECT unnest(%s::bigint[]) ON CONFLICT DO NOTHING"
+_PG_MOVIES = "SELECT id FROM movies WHERE id = ANY(%s::bigint[])"
+# rows in (user, movie) order, so concurrent writers lock shared rows in one order: no deadlock
+_PG_UPSERT = (
+    "INSERT INTO ratings (user_id, movie_id, rating, rated_at) "
+    "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::real[], %s::bigint[]) AS r ORDER BY 1, 2 "
+    "ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = excluded.rating, rated_at = excluded.rated_at "
+    "RETURNING user_id, movie_id, xmax = 0"
+)
+
+
+def _pg_movies_exist(session: Session, ids: set[int]) -> set[int]:
+    cursor = session.connection().connection.driver_connection.cursor()
+    return {row[0] for row in cursor.execute(_PG_MOVIES, (sorted(ids),))}
+
+
+def _pg_upsert(session: Session, rows: Sequence[RatingRow]) -> list[bool]:
+    """`_upsert` for PostgreSQL: which of `rows` created their pair (``xmax = 0``: no older
+    version of the row was replaced)."""
+    cursor = session.connection().connection.driver_connection.cursor()
+    cursor.execute(_PG_USERS, (sorted({row.user_id for row in rows}),))
+    columns = (
+        [r.user_id for r in rows],
+        [r.movie_id for r in rows],
+        [r.rating for r in rows],
+        [_unix_seconds(r.rated_at) for r in rows],
+    )
+    created = {(user, movie): bool(new) for user, movie, new in cursor.execute(_PG_UPSERT, columns)}
+    return [created[(row.user_id, row.movie_id)] for row in rows]
+
+
+@dataclass(frozen=True)
+class _DriverWrites:
+    movies_exist: Callable[[Session, set[int]], set[int]]
+    upsert: Callable[[Session, Sequence[RatingRow]], list[bool]]
+
+
+_DRIVER_WRITES = {
+    "sqlite": _DriverWrites(_sqlite_movies_exist, _sqlite_upsert),
+    "postgresql": _DriverWrites(_pg_movies_exist, _pg_upsert),
+}
 
 
 def _upsert_returning_created(session: Session, rows: list[dict]) -> list[bool]:

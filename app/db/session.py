@@ -37,7 +37,8 @@ def normalize_url(database_url: str) -> URL:
 def make_engine(database_url: str, settings: Settings | None = None, serving: bool = False) -> Engine:
     """An engine for `database_url`: SQLite files (created with their folder) or PostgreSQL.
 
-    SQLite connections run in WAL mode with foreign keys on, `synchronous=NORMAL` and a busy
+    SQLite connections run in WAL mode with foreign keys on, `synchronous` as SQLITE_SYNCHRONOUS
+    (FULL by default: an acknowledged write survives a power cut) and a busy
     timeout of `db_timeout_s`; transactions start with a ``BEGIN`` emitted by SQLAlchemy rather
     than by the sqlite3 module, so reads inside a transaction see one snapshot. It is
     ``BEGIN DEFERRED`` unless the connection's execution option ``sqlite_begin`` says
@@ -114,7 +115,7 @@ def _sqlite_engine(url: URL, settings: Settings) -> Engine:
             "journal_mode=WAL",
             f"busy_timeout={busy_ms}",
             "foreign_keys=ON",
-            "synchronous=NORMAL",
+            f"synchronous={settings.sqlite_synchronous}",
         ):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()

@@ -6,7 +6,9 @@ into the same database. bench/bench_reliability.py measures both (throughput, p9
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,3 +64,26 @@ def test_recommendations_answer_during_an_import(
     assert len(statuses) >= 30, "the import ended before it could be read under"
     assert set(statuses) == {200}
     assert server.client.get("/users/2999/ratings").json()["total"] > 0, "the import went in"
+
+
+def test_a_server_killed_mid_load_loses_no_acknowledged_rating(
+    seeded: str, engine: Engine, models_dir: Path, data: Data, live_server: Callable[..., LiveServer]
+) -> None:
+    """kill -9 while 32 clients write: every rating the server acknowledged (after its group's
+    commit) is in the database, as the write rules say, whatever was in flight."""
+    env = {**os.environ, "DATABASE_URL": seeded, "MODELS_DIR": str(models_dir), "API_KEY": KEY}
+    server = live_server(env)
+    movie_ids = sorted(movie_id for movie_id, *_ in data.catalog)
+    loads: list = []
+    writing = threading.Thread(
+        target=lambda: loads.append(run_write_load(server.url, movie_ids, CLIENTS, TOTAL, api_key=KEY))
+    )
+    writing.start()
+    time.sleep(2)
+    os.kill(server.process.pid, signal.SIGKILL)
+    writing.join(120)
+    (load,) = loads
+    acknowledged = [w for w in load.writes if w.acknowledged]
+    assert 100 < len(acknowledged) < TOTAL, "killed in the middle of the load"
+    assert 0 in load.statuses, "some requests were cut off"
+    check_no_write_lost(load, stored_ratings(engine, load.user_ids))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from api_support import CATALOG_ONLY, NEW_USER, ClientMaker, Data, train_model
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from app.db.reads import Reads
 from app.db.repository import upsert_rating
 from app.ml import scoring
 from app.serving.caches import CandidateCache, ListCache
@@ -216,23 +218,23 @@ def test_a_failed_inline_read_is_retried_in_the_thread_pool(
 
 
 def test_rated_movies_are_reread_after_any_commit(client: TestClient, data: Data, database_url: str) -> None:
-    """SQLite keeps each user's rated movies while `PRAGMA data_version` stands still; a rating
-    committed by another process must still be left out of the very next list."""
+    """Each user's rated movies (and finished lists) are kept while the ratings version stands
+    still: SQLite's `PRAGMA data_version`, PostgreSQL's notifications; a rating committed by
+    another process must be left out of the next list (on PostgreSQL once its notification is
+    heard: within milliseconds)."""
     state = client.app.state.dotrec
     first = client.get("/recommendations/3", params={"k": 5}).json()["items"]
     unrated = next(m for m in (item["movie_id"] for item in first) if m not in data.rated_by(3))
     model = state.store.current
-    version = state.reads.ratings_version()
-    if state.reads.inline:
-        assert version is not None and len(state.rated) == 1
-        cached = state.rated._cache.get((3, version))
-        assert cached is not None and set(cached.tolist()) == set(data.rated_by(3))
-        key = (model.predictor.users.row(3), 5, "", version, model.view().revision)
-        kept = model.lists.get(key)
-        assert kept is not None and [item.model_dump() for item in kept] == first, "the finished list is kept"
-        assert client.get("/recommendations/3", params={"k": 5}).json()["items"] == first
-    else:
-        assert version is None and len(state.rated) == 0  # PostgreSQL reads every time
+    version = wait_for_a_version(state.reads)
+    client.get("/recommendations/3", params={"k": 5})  # kept under the version now current
+    assert len(state.rated) >= 1
+    cached = state.rated._cache.get((3, version))
+    assert cached is not None and set(cached.tolist()) == set(data.rated_by(3))
+    key = (model.predictor.users.row(3), 5, "", version, model.view().revision)
+    kept = model.lists.get(key)
+    assert kept is not None and [item.model_dump() for item in kept] == first, "the finished list is kept"
+    assert client.get("/recommendations/3", params={"k": 5}).json()["items"] == first
 
     insert = (
         "import sqlalchemy as sa, sys; e = sa.create_engine(sys.argv[1]);"
@@ -243,8 +245,38 @@ def test_rated_movies_are_reread_after_any_commit(client: TestClient, data: Data
     url = database_url.replace("postgresql://", "postgresql+psycopg://")
     done = subprocess.run([sys.executable, "-c", insert, url], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 2
+    while state.reads.ratings_version() == version and time.monotonic() < deadline:
+        time.sleep(0.005)  # PostgreSQL: the notification is on its way (SQLite: already moved)
+    assert state.reads.ratings_version() != version
     after = client.get("/recommendations/3", params={"k": 5}).json()["items"]
     assert unrated not in {item["movie_id"] for item in after}
+
+
+def wait_for_a_version(reads: Reads, timeout_s: float = 5) -> object:
+    """The ratings version once there is one (PostgreSQL's listener connects in the background)."""
+    deadline = time.monotonic() + timeout_s
+    while (version := reads.ratings_version()) is None:
+        assert time.monotonic() < deadline, "no ratings version: the listener never connected"
+        time.sleep(0.01)
+    return version
+
+
+def test_postgresql_lists_are_reread_while_the_listener_is_down(
+    make_client: ClientMaker, data: Data, database_url: str
+) -> None:
+    """Without its notifications nothing read can be trusted to be current: every request reads."""
+    client = make_client()
+    reads = client.app.state.dotrec.reads
+    if reads.listener is None:
+        return  # SQLite has its version on every read
+    wait_for_a_version(reads)
+    client.portal.call(reads.listener.close)  # the listener's connection is gone
+    assert reads.ratings_version() is None
+    for _ in range(2):
+        items = client.get("/recommendations/4", params={"k": 5}).json()["items"]
+        assert not set(data.rated_by(4)) & {item["movie_id"] for item in items}
+    assert len(client.app.state.dotrec.rated) == 0, "nothing kept without a version"
 
 
 def test_a_user_who_rated_after_training_is_folded_into_the_ranking_head(

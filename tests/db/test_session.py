@@ -27,9 +27,13 @@ def test_engine_settings(database_url: str, tmp_path: Path) -> None:
                 assert pragmas == {
                     "journal_mode": "wal",
                     "foreign_keys": 1,
-                    "synchronous": 1,
+                    "synchronous": 2,  # FULL: an acknowledged write survives a power cut
                     "busy_timeout": 2500,
                 }
+                normal = make_engine(database_url, Settings(_env_file=None, sqlite_synchronous="NORMAL"))
+                with normal.connect() as connection:
+                    assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+                normal.dispose()
                 assert (tmp_path / "nested" / "folder" / "dotrec.db").exists()
             else:
                 assert session.execute(text("SHOW statement_timeout")).scalar() == "2500ms"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
@@ -32,7 +32,7 @@ from app.db.repository import (
     RatingRow,
     UnknownMovie,
     delete_rating,
-    upsert_rating,
+    stored_row,
     upsert_ratings,
     user_ratings,
 )
@@ -61,31 +61,37 @@ RATING_ERRORS = {
         **RATING_ERRORS,
     },
 )
-def post_rating(body: RatingIn, response: Response, state: State, session: SessionDep) -> RatingOut:
+async def post_rating(body: RatingIn, response: Response, request: Request) -> RatingOut:
     """Store `user_id`'s rating of `movie_id` (the user is created on their first rating).
 
     The movie must be in the catalog (else 404 naming it) and the rating on the configured
-    scale (else 422 listing the allowed values). A rating posted here counts at once for the
-    user's recommendations and fold-in.
+    scale (else 422 listing the allowed values). The answer comes once the rating is committed
+    (with other clients' ratings of the same moment, in one transaction). A rating posted here
+    counts at once for the user's recommendations and fold-in.
     """
+    state: AppState = request.app.state.dotrec  # no dependency to solve: the hot write
     errors = scale_errors(state.settings, [(["body", "rating"], body.rating)])
     if errors:
         raise HTTPException(422, errors)
-    rated_at = body.rated_at or datetime.now(UTC)
+    row = stored_row(body.user_id, body.movie_id, body.rating, body.rated_at or datetime.now(UTC))
     try:
-        with write_transaction(session):
-            stored, created = upsert_rating(session, body.user_id, body.movie_id, body.rating, rated_at)
+        written = await state.writer.write(row)
     except UnknownMovie as unknown:
         raise movie_not_found(unknown.movie_ids) from unknown
-    state.store.invalidate_user(body.user_id)
-    if not created:
+    except TimeoutError:
+        raise HTTPException(
+            503,
+            f"database unavailable: the rating was not committed within {state.settings.db_timeout_s:g} s",
+            {"Retry-After": "5"},
+        ) from None
+    if not written.created:
         response.status_code = 200
     return RatingOut(
-        user_id=stored.user_id,
-        movie_id=stored.movie_id,
-        rating=stored.rating,
-        rated_at=stored.rated_at,
-        created=created,
+        user_id=row.user_id,
+        movie_id=row.movie_id,
+        rating=row.rating,
+        rated_at=row.rated_at,
+        created=written.created,
     )
 
 
@@ -153,6 +159,7 @@ def _store_batch(body: RatingBatchIn, state: AppState, session: Session) -> Rati
             },
             status_code=404,
         )
+    state.reads.note_own_write()
     for user_id in {r.user_id for r in body.ratings}:
         state.store.invalidate_user(user_id)
     return RatingBatchOut(inserted=result.inserted, updated=result.updated)
@@ -197,5 +204,6 @@ def delete(user_id: UserIdPath, movie_id: MovieIdPath, state: State, session: Se
         deleted = delete_rating(session, user_id, movie_id)
     if not deleted:
         raise HTTPException(404, f"user {user_id} has no rating of movie {movie_id}")
+    state.reads.note_own_write()
     state.store.invalidate_user(user_id)
     return Response(status_code=204)

@@ -143,7 +143,12 @@ def upsert_ratings(session: Session, rows: Sequence[RatingRow]) -> BatchResult:
     Of several rows for one (user, movie) the last wins.
     """
     unique = list({(row.user_id, row.movie_id): row for row in rows}.values())
-    created = _upsert(session, unique)
+    driver = _DRIVER_WRITES[session.get_bind().dialect.name]
+    wanted = {row.movie_id for row in unique}
+    missing = wanted - driver.movies_exist(session, wanted)
+    if missing:
+        raise UnknownMovie(missing)
+    created = driver.upsert(session, unique) if unique else []
     inserted = sum(created)
     return BatchResult(inserted=inserted, updated=len(unique) - inserted)
 
@@ -373,7 +378,13 @@ _SQLITE = sqlite.dialect()
 _SQLITE_USERS = str(
     sqlite.insert(USERS).values(id=bindparam("id")).on_conflict_do_nothing().compile(dialect=_SQLITE)
 )
-_SQLITE_RATED = "SELECT 1 FROM ratings WHERE user_id = ? AND movie_id = ?"
+#: the pairs of a list already rated: one primary-key lookup each, joined from a VALUES list (a
+#: row-value IN would scan the table), at most 500 pairs (1,000 parameters) a statement
+_SQLITE_RATED = (
+    "WITH wanted(user_id, movie_id) AS (VALUES {pairs}) SELECT ratings.user_id, ratings.movie_id "
+    "FROM wanted JOIN ratings ON ratings.user_id = wanted.user_id AND ratings.movie_id = wanted.movie_id"
+)
+_SQLITE_RATED_CHUNK = 500
 _SQLITE_UPSERT = str(
     sqlite.insert(RATINGS)
     .on_conflict_do_update(
@@ -400,7 +411,13 @@ def _sqlite_upsert(session: Session, rows: Sequence[RatingRow]) -> list[bool]:
     """`_upsert` for SQLite in the caller's write transaction (whose lock it holds already)."""
     cursor = session.connection().connection.driver_connection.cursor()
     cursor.executemany(_SQLITE_USERS, [(user,) for user in sorted({row.user_id for row in rows})])
-    created = [cursor.execute(_SQLITE_RATED, (row.user_id, row.movie_id)).fetchone() is None for row in rows]
+    pairs = [(row.user_id, row.movie_id) for row in rows]
+    existing: set[tuple[int, int]] = set()
+    for start in range(0, len(pairs), _SQLITE_RATED_CHUNK):
+        chunk = pairs[start : start + _SQLITE_RATED_CHUNK]
+        query = _SQLITE_RATED.format(pairs=",".join(["(?, ?)"] * len(chunk)))
+        existing.update(cursor.execute(query, [value for pair in chunk for value in pair]).fetchall())
+    created = [pair not in existing for pair in pairs]
     cursor.executemany(
         _SQLITE_UPSERT, [(r.user_id, r.movie_id, r.rating, _unix_seconds(r.rated_at)) for r in rows]
     )

@@ -23,7 +23,7 @@ from app.api.fastpath import FastPaths
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.model_store import Catalog, ModelStore
 from app.api.queries import Reads
-from app.api.routes import admin, health, movies, predict, ratings, recommendations
+from app.api.routes import admin, health, movies, predict, ratings, recommendations, ui
 from app.config import Settings, get_settings
 from app.db.schema import SchemaOutOfDate, check_schema_current
 from app.db.session import make_engine, make_session_factory
@@ -39,6 +39,7 @@ Explicit-rating recommendations from dot-product embeddings.
   popular movies.
 * Writes and /admin need `X-API-Key` when API_KEY is set; reads are open.
 * Every error is `{"detail": ...}` naming the problem.
+* A dashboard for people (a user's recommendations, the movie map, the model) is at [/ui](/ui/).
 """
 
 TAGS = [
@@ -48,6 +49,7 @@ TAGS = [
     {"name": "movies", "description": "The movie catalog and similar movies."},
     {"name": "service", "description": "Health, readiness, the model, metrics."},
     {"name": "admin", "description": "Operations (X-API-Key)."},
+    {"name": "ui", "description": "What the dashboard at /ui reads besides the endpoints above."},
 ]
 
 
@@ -133,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Content-Type", "X-API-Key"],
         )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    for module in (predict, recommendations, ratings, movies, health, admin):
+    for module in (predict, recommendations, ratings, movies, health, admin, ui):
         app.include_router(module.router)
+    app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
     return app

@@ -10,8 +10,8 @@ import { movieHref } from "./dom.js";
 
 const STYLES = {
   all: { color: "rgba(110, 120, 140, 0.35)", radius: 2.5, order: 10 },
-  matches: { color: "#e8590c", radius: 4, order: 4 },
-  rated: { color: "rgba(25, 113, 194, 0.8)", radius: 3.5, order: 3 },
+  rated: { color: "rgba(25, 113, 194, 0.8)", radius: 3.5, order: 4 },
+  matches: { color: "#e8590c", radius: 4.5, order: 3 },
   similar: { color: "#9c36b5", radius: 4.5, order: 2 },
   recommended: { color: "#2f9e44", radius: 5, order: 1 },
   focus: { color: "#c92a2a", radius: 7, order: 0 },

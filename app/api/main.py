@@ -23,7 +23,7 @@ from app.api.errors import RequestLimitsMiddleware, install_error_handlers
 from app.api.fast_routes import FastRoutes
 from app.api.limits import HeavyWork
 from app.api.metrics import Metrics, MetricsMiddleware
-from app.api.routes import admin, health, movies, predict, ratings, recommendations
+from app.api.routes import admin, health, movies, predict, ratings, recommendations, ui
 from app.config import Settings, get_settings
 from app.db.errors import UNAVAILABLE, database_problem
 from app.db.group_commit import GroupWriter
@@ -46,6 +46,7 @@ Explicit-rating recommendations from dot-product embeddings.
   popular movies.
 * Writes and /admin need `X-API-Key` when API_KEY is set; reads are open.
 * Every error is `{"detail": ...}` naming the problem.
+* A dashboard for people (a user's recommendations, the movie map, the model) is at [/ui](/ui/).
 """
 
 TAGS = [
@@ -55,6 +56,7 @@ TAGS = [
     {"name": "movies", "description": "The movie catalog and similar movies."},
     {"name": "service", "description": "Health, readiness, the model, metrics."},
     {"name": "admin", "description": "Operations (X-API-Key)."},
+    {"name": "ui", "description": "What the dashboard at /ui reads besides the endpoints above."},
 ]
 
 
@@ -202,6 +204,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Content-Type", "X-API-Key"],
         )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    for module in (predict, recommendations, ratings, movies, health, admin):
+    for module in (predict, recommendations, ratings, movies, health, admin, ui):
         app.include_router(module.router)
+    app.mount(ui.STATIC_PATH, ui.static_files(), name="ui-static")
     return app

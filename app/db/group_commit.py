@@ -22,7 +22,8 @@ from anyio import to_thread
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.repository import RatingRow, UnknownMovie, upsert_rows
+from app.db.rating_writes import upsert_rows
+from app.db.repository import RatingRow, UnknownMovie
 from app.db.session import write_transaction
 
 log = logging.getLogger("dotrec.db")

@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.data.training_set import TrainingSet
-from app.db.repository import RatingRow, create_movie, upsert_ratings
+from app.db.rating_writes import upsert_ratings
+from app.db.repository import RatingRow, create_movie
 
 N_USERS = 60
 N_MOVIES = 40

@@ -15,8 +15,8 @@ from api_support import CATALOG_ONLY, NEW_USER, ClientMaker, Data, train_model
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from app.db.rating_writes import upsert_rating
 from app.db.reads import Reads
-from app.db.repository import upsert_rating
 from app.ml import scoring
 from app.serving.caches import CandidateCache, ListCache
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.data import movielens
+from app.data import movielens, ratings_file
 from app.data.movielens import RatingsSet, RowProblem, read_ratings_set
 from app.data.synth import PRESETS, write_synthetic
 
@@ -370,7 +370,7 @@ def test_line_numbers_hold_across_blocks(tmp_path: Path, monkeypatch: pytest.Mon
     path.write_text("\n".join(lines) + "\n")
 
     whole = read_ratings_set(path)
-    monkeypatch.setattr(movielens, "_BLOCK_BYTES", 256)
+    monkeypatch.setattr(ratings_file, "_BLOCK_BYTES", 256)
     blocked = read_ratings_set(path)
     for data in (whole, blocked):
         assert data.ratings["line"].tolist() == good_lines

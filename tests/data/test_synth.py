@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.data import synth
+from app.data import synth, synth_layout
 from app.data.movielens import RatingsSet, read_ratings_set
 from app.data.synth import PRESETS, planted_factors, write_synthetic
 
@@ -72,15 +72,15 @@ def test_popularity_and_activity_are_skewed(like_100k: tuple[Path, RatingsSet]) 
     assert top_tenth_share > 0.35  # uniform popularity would give 0.10; real ml-100k 0.43
     assert movie_counts[-1] < 5 < np.median(movie_counts) < movie_counts[0] / 10
     user_counts = data.ratings["user_id"].value_counts().to_numpy()
-    assert user_counts.min() >= synth.MIN_RATINGS_PER_USER
+    assert user_counts.min() >= synth_layout.MIN_RATINGS_PER_USER
     assert user_counts.max() > 3 * np.median(user_counts)  # all equal without a power law
 
 
 def test_timestamps_follow_user_join_order(like_100k: tuple[Path, RatingsSet]) -> None:
     _, data = like_100k
     times = data.ratings["timestamp"]
-    assert times.min() >= synth.START_TIME
-    assert times.max() < synth.START_TIME + 20 * 365 * 86_400
+    assert times.min() >= synth_layout.START_TIME
+    assert times.max() < synth_layout.START_TIME + 20 * 365 * 86_400
     first_rating = data.ratings.groupby("user_id")["timestamp"].min()
     assert first_rating.rank().corr(pd.Series(first_rating.index, index=first_rating.index)) > 0.99
 
@@ -125,7 +125,7 @@ def test_without_noise_only_rounding_is_left(tmp_path: Path) -> None:
 def test_edge_sizes_are_exact(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n_users: int, n_movies: int, n_ratings: int
 ) -> None:
-    monkeypatch.setattr(synth, "_CHUNK_RATINGS", 700)  # several chunks even when small
+    monkeypatch.setattr(synth_layout, "_CHUNK_RATINGS", 700)  # several chunks even when small
     data = read_ratings_set(write_synthetic(tmp_path, n_users, n_movies, n_ratings, seed=1))
     ratings = data.ratings
     assert len(ratings) == n_ratings

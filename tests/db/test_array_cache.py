@@ -16,7 +16,8 @@ from app.data.training_set import TrainingSet
 from app.db import array_cache
 from app.db.array_cache import ARRAYS, cached_training_set, database_fingerprint
 from app.db.export import export_training_set
-from app.db.repository import RatingRow, create_movie, delete_rating, movies_exist, upsert_ratings
+from app.db.rating_writes import delete_rating, upsert_ratings
+from app.db.repository import RatingRow, create_movie, movies_exist
 from app.db.schema import upgrade
 from app.db.session import make_engine
 from app.jobs.training import train_and_save

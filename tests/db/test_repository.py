@@ -12,6 +12,7 @@ from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.db import rating_writes as writes
 from app.db import repository as repo
 from app.db.models import Movie, Rating, User
 from app.db.repository import MovieExists, RatingRow, UnknownMovie
@@ -47,11 +48,11 @@ def count(session: Session, model: type) -> int:
 
 
 def test_upsert_creates_then_replaces(session: Session) -> None:
-    row, created = repo.upsert_rating(session, 10, 1, 3.5, at(0))
+    row, created = writes.upsert_rating(session, 10, 1, 3.5, at(0))
     assert created and row == RatingRow(10, 1, 3.5, at(0))
     assert count(session, User) == 1
 
-    row, created = repo.upsert_rating(session, 10, 1, 4.0, at(60))
+    row, created = writes.upsert_rating(session, 10, 1, 4.0, at(60))
     session.commit()
 
     assert not created and row == RatingRow(10, 1, 4.0, at(60))
@@ -61,42 +62,42 @@ def test_upsert_creates_then_replaces(session: Session) -> None:
 
 def test_upsert_of_an_unknown_movie_writes_nothing(session: Session) -> None:
     with pytest.raises(UnknownMovie) as error:
-        repo.upsert_rating(session, 10, 999, 3.0, at(0))
+        writes.upsert_rating(session, 10, 999, 3.0, at(0))
     assert error.value.movie_ids == [999]
     assert count(session, User) == 0 and count(session, Rating) == 0
 
 
 def test_batch_counts_new_and_replaced_last_row_wins(session: Session) -> None:
-    repo.upsert_rating(session, 10, 1, 1.0, at(0))
+    writes.upsert_rating(session, 10, 1, 1.0, at(0))
     rows = [
         RatingRow(10, 1, 2.0, at(1)),
         RatingRow(10, 2, 3.0, at(1)),
         RatingRow(11, 2, 4.0, at(1)),
         RatingRow(11, 2, 4.5, at(2)),
     ]
-    assert repo.upsert_ratings(session, rows) == repo.BatchResult(inserted=2, updated=1)
+    assert writes.upsert_ratings(session, rows) == writes.BatchResult(inserted=2, updated=1)
     assert repo.user_ratings(session, 11, limit=5).items == [RatingRow(11, 2, 4.5, at(2))]
 
 
 def test_batch_with_an_unknown_movie_is_refused_whole(session: Session) -> None:
     rows = [RatingRow(10, 1, 2.0, at(1)), RatingRow(10, 998, 3.0, at(1)), RatingRow(10, 999, 3.0, at(1))]
     with pytest.raises(UnknownMovie) as error:
-        repo.upsert_ratings(session, rows)
+        writes.upsert_ratings(session, rows)
     assert error.value.movie_ids == [998, 999]
     assert count(session, Rating) == 0 and count(session, User) == 0
 
 
 def test_delete(session: Session) -> None:
-    repo.upsert_rating(session, 10, 1, 3.0, at(0))
-    assert repo.delete_rating(session, 10, 1) is True
-    assert repo.delete_rating(session, 10, 1) is False
+    writes.upsert_rating(session, 10, 1, 3.0, at(0))
+    assert writes.delete_rating(session, 10, 1) is True
+    assert writes.delete_rating(session, 10, 1) is False
     assert repo.count_ratings(session) == 0
 
 
 def test_user_ratings_pages_newest_first(session: Session) -> None:
     for movie_id in range(1, 6):
-        repo.upsert_rating(session, 10, movie_id, 3.0, at(movie_id))
-    repo.upsert_rating(session, 11, 6, 3.0, at(100))
+        writes.upsert_rating(session, 10, movie_id, 3.0, at(movie_id))
+    writes.upsert_rating(session, 11, 6, 3.0, at(100))
 
     pages = [repo.user_ratings(session, 10, limit=2, offset=offset) for offset in (0, 2, 4, 6)]
 
@@ -107,8 +108,8 @@ def test_user_ratings_pages_newest_first(session: Session) -> None:
 
 
 def test_user_rating_arrays(session: Session) -> None:
-    repo.upsert_rating(session, 10, 3, 4.5, at(0))
-    repo.upsert_rating(session, 10, 1, 2.0, at(0))
+    writes.upsert_rating(session, 10, 3, 4.5, at(0))
+    writes.upsert_rating(session, 10, 1, 2.0, at(0))
     movie_ids, ratings = repo.user_rating_arrays(session, 10)
     assert movie_ids.dtype == np.int64 and ratings.dtype == np.float32
     assert movie_ids.tolist() == [1, 3] and ratings.tolist() == [2.0, 4.5]
@@ -170,7 +171,7 @@ def test_search_pages(session: Session) -> None:
 
 
 def test_rating_stats_and_count(session: Session) -> None:
-    repo.upsert_ratings(
+    writes.upsert_ratings(
         session,
         [RatingRow(10, 2, 4.0, at(0)), RatingRow(11, 2, 5.0, at(0)), RatingRow(10, 1, 1.0, at(0))],
     )
@@ -205,7 +206,7 @@ def test_concurrent_upserts_of_one_pair_leave_one_row(engine: Engine, session: S
         try:
             for step in range(10):
                 with factory.begin() as own:
-                    repo.upsert_rating(own, 10, 1, 0.5 + (worker + step) % 10 * 0.5, at(step))
+                    writes.upsert_rating(own, 10, 1, 0.5 + (worker + step) % 10 * 0.5, at(step))
         except BaseException as error:
             errors.append(error)
 

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.data.training_set import TrainingSet
-from app.db.repository import RatingRow, create_movie, upsert_ratings
+from app.db.rating_writes import upsert_ratings
+from app.db.repository import RatingRow, create_movie
 from app.db.schema import upgrade
 from app.db.session import make_engine
 from app.jobs.recommend_all import run_recommend_all

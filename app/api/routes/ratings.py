@@ -28,14 +28,8 @@ from app.api.schemas import (
     RatingOut,
     UserRatingsOut,
 )
-from app.db.repository import (
-    RatingRow,
-    UnknownMovie,
-    delete_rating,
-    stored_row,
-    upsert_ratings,
-    user_ratings,
-)
+from app.db.rating_writes import delete_rating, stored_row, upsert_ratings
+from app.db.repository import RatingRow, UnknownMovie, user_ratings
 from app.db.session import write_transaction
 
 router = APIRouter(tags=["ratings"])

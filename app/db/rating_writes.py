@@ -1,0 +1,202 @@
+"""Writing ratings: one, a batch (all or nothing), or the rows of many clients at once (group
+commit), and deleting one. Each function takes the caller's `Session`; the caller owns the
+transaction (app.db.session.write_transaction). Writes are single ``INSERT ... ON CONFLICT``
+statements, so concurrent writers never create duplicates and the last write wins.
+
+The users are created on their first rating; a rating of a movie not in the catalog is an
+`UnknownMovie`, and nothing of it is written. Rating values are not checked against the
+configured scale here (the API does that with `Settings`); the schema's CHECK rejects values
+outside the store's outer scale with an `IntegrityError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, delete
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.orm import Session
+
+from app.db.repository import (
+    RATINGS,
+    USERS,
+    RatingRow,
+    UnknownMovie,
+    from_unix,
+    id_chunks,
+    unix_seconds,
+)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """How many ratings of a batch were new and how many replaced a stored one."""
+
+    inserted: int
+    updated: int
+
+
+def upsert_rating(
+    session: Session, user_id: int, movie_id: int, rating: float, rated_at: datetime
+) -> tuple[RatingRow, bool]:
+    """Store `user_id`'s rating of `movie_id` (the user is created on first rating).
+
+    Returns the stored row and whether it was created (False: it replaced an older one).
+    Raises `UnknownMovie` when the movie is not in the catalog.
+    """
+    stored = stored_row(user_id, movie_id, rating, rated_at)
+    (outcome,) = upsert_rows(session, [stored])
+    if isinstance(outcome, UnknownMovie):
+        raise outcome
+    return stored, outcome
+
+
+def stored_row(user_id: int, movie_id: int, rating: float, rated_at: datetime) -> RatingRow:
+    """The row as the store keeps it: the time in whole seconds, UTC."""
+    return RatingRow(user_id, movie_id, rating, from_unix(unix_seconds(rated_at)))
+
+
+def upsert_ratings(session: Session, rows: Sequence[RatingRow]) -> BatchResult:
+    """Store a batch, all or nothing: `UnknownMovie` (naming every missing id) before any write.
+
+    Of several rows for one (user, movie) the last wins.
+    """
+    unique = list({(row.user_id, row.movie_id): row for row in rows}.values())
+    driver = _DRIVER_WRITES[session.get_bind().dialect.name]
+    wanted = {row.movie_id for row in unique}
+    missing = wanted - driver.movies_exist(session, wanted)
+    if missing:
+        raise UnknownMovie(missing)
+    created = driver.upsert(session, unique) if unique else []
+    inserted = sum(created)
+    return BatchResult(inserted=inserted, updated=len(unique) - inserted)
+
+
+def upsert_rows(session: Session, rows: Sequence[RatingRow]) -> list[bool | UnknownMovie]:
+    """Rows of many clients, in the order they came, in the caller's transaction: for each,
+    whether it created its (user, movie), or UnknownMovie (nothing of it written) when its movie
+    is not in the catalog. Of several rows for one pair the last is stored; the first is the one
+    that created it, if any."""
+    if not rows:
+        return []
+    driver = _DRIVER_WRITES[session.get_bind().dialect.name]
+    known = driver.movies_exist(session, {row.movie_id for row in rows})
+    last = {(row.user_id, row.movie_id): row for row in rows if row.movie_id in known}
+    created = dict(zip(last, driver.upsert(session, list(last.values())), strict=True))
+    outcomes: list[bool | UnknownMovie] = []
+    seen: set[tuple[int, int]] = set()
+    for row in rows:
+        pair = (row.user_id, row.movie_id)
+        if row.movie_id not in known:
+            outcomes.append(UnknownMovie([row.movie_id]))
+        else:
+            outcomes.append(created[pair] and pair not in seen)
+            seen.add(pair)
+    return outcomes
+
+
+def delete_rating(session: Session, user_id: int, movie_id: int) -> bool:
+    """Remove one rating; False when there was none."""
+    result = session.execute(
+        delete(RATINGS).where(RATINGS.c.user_id == user_id, RATINGS.c.movie_id == movie_id)
+    )
+    return result.rowcount == 1
+
+
+# The hot write path (groups of single ratings) on the driver directly: SQLAlchemy's statement
+# building and compiling cost several times the writes themselves (BENCHMARKS.md, "Writes").
+# SQLite's SQL is compiled once from the same Core statements; PostgreSQL's takes whole columns
+# as arrays, one round trip a statement. Both run in the caller's write transaction.
+_SQLITE = sqlite.dialect()
+_SQLITE_USERS = str(
+    sqlite.insert(USERS).values(id=bindparam("id")).on_conflict_do_nothing().compile(dialect=_SQLITE)
+)
+#: the pairs of a list already rated: one primary-key lookup each, joined from a VALUES list (a
+#: row-value IN would scan the table), at most 500 pairs (1,000 parameters) a statement
+_SQLITE_RATED = (
+    "WITH wanted(user_id, movie_id) AS (VALUES {pairs}) SELECT ratings.user_id, ratings.movie_id "
+    "FROM wanted JOIN ratings ON ratings.user_id = wanted.user_id AND ratings.movie_id = wanted.movie_id"
+)
+_SQLITE_RATED_CHUNK = 500
+_SQLITE_UPSERT = str(
+    sqlite.insert(RATINGS)
+    .on_conflict_do_update(
+        index_elements=[RATINGS.c.user_id, RATINGS.c.movie_id],
+        set_={
+            "rating": sqlite.insert(RATINGS).excluded.rating,
+            "rated_at": sqlite.insert(RATINGS).excluded.rated_at,
+        },
+    )
+    .compile(dialect=_SQLITE)
+)
+
+
+def _sqlite_movies_exist(session: Session, ids: set[int]) -> set[int]:
+    cursor = session.connection().connection.driver_connection.cursor()
+    found = set()
+    for chunk in id_chunks(ids):
+        marks = ",".join("?" * len(chunk))
+        found.update(row[0] for row in cursor.execute(f"SELECT id FROM movies WHERE id IN ({marks})", chunk))
+    return found
+
+
+def _sqlite_upsert(session: Session, rows: Sequence[RatingRow]) -> list[bool]:
+    """`_upsert` for SQLite in the caller's write transaction (whose lock it holds already)."""
+    cursor = session.connection().connection.driver_connection.cursor()
+    cursor.executemany(_SQLITE_USERS, [(user,) for user in sorted({row.user_id for row in rows})])
+    pairs = [(row.user_id, row.movie_id) for row in rows]
+    existing: set[tuple[int, int]] = set()
+    for start in range(0, len(pairs), _SQLITE_RATED_CHUNK):
+        chunk = pairs[start : start + _SQLITE_RATED_CHUNK]
+        query = _SQLITE_RATED.format(pairs=",".join(["(?, ?)"] * len(chunk)))
+        existing.update(cursor.execute(query, [value for pair in chunk for value in pair]).fetchall())
+    created = [pair not in existing for pair in pairs]
+    cursor.executemany(
+        _SQLITE_UPSERT, [(r.user_id, r.movie_id, r.rating, unix_seconds(r.rated_at)) for r in rows]
+    )
+    return created
+
+
+_PG_USERS = "INSERT INTO users (id) SELECT unnest(%s::bigint[]) ON CONFLICT DO NOTHING"
+_PG_MOVIES = "SELECT id FROM movies WHERE id = ANY(%s::bigint[])"
+# rows in (user, movie) order, so concurrent writers lock shared rows in one order: no deadlock
+_PG_UPSERT = (
+    "INSERT INTO ratings (user_id, movie_id, rating, rated_at) "
+    "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::real[], %s::bigint[]) AS r ORDER BY 1, 2 "
+    "ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = excluded.rating, rated_at = excluded.rated_at "
+    "RETURNING user_id, movie_id, xmax = 0"
+)
+
+
+def _pg_movies_exist(session: Session, ids: set[int]) -> set[int]:
+    cursor = session.connection().connection.driver_connection.cursor()
+    return {row[0] for row in cursor.execute(_PG_MOVIES, (sorted(ids),))}
+
+
+def _pg_upsert(session: Session, rows: Sequence[RatingRow]) -> list[bool]:
+    """`_upsert` for PostgreSQL: which of `rows` created their pair (``xmax = 0``: no older
+    version of the row was replaced)."""
+    cursor = session.connection().connection.driver_connection.cursor()
+    cursor.execute(_PG_USERS, (sorted({row.user_id for row in rows}),))
+    columns = (
+        [r.user_id for r in rows],
+        [r.movie_id for r in rows],
+        [r.rating for r in rows],
+        [unix_seconds(r.rated_at) for r in rows],
+    )
+    created = {(user, movie): bool(new) for user, movie, new in cursor.execute(_PG_UPSERT, columns)}
+    return [created[(row.user_id, row.movie_id)] for row in rows]
+
+
+@dataclass(frozen=True)
+class _DriverWrites:
+    movies_exist: Callable[[Session, set[int]], set[int]]
+    upsert: Callable[[Session, Sequence[RatingRow]], list[bool]]
+
+
+_DRIVER_WRITES = {
+    "sqlite": _DriverWrites(_sqlite_movies_exist, _sqlite_upsert),
+    "postgresql": _DriverWrites(_pg_movies_exist, _pg_upsert),
+}

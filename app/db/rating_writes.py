@@ -1,6 +1,7 @@
 """Writing ratings: one, a batch (all or nothing), or the rows of many clients at once (group
 commit), and deleting one. Each function takes the caller's `Session`; the caller owns the
-transaction (app.db.session.write_transaction). Writes are single ``INSERT ... ON CONFLICT``
+transaction, opened by app.db.session.write_transaction (on SQLite it takes the write lock at
+once: these functions read the catalog before they write). Writes are single ``INSERT ... ON CONFLICT``
 statements, so concurrent writers never create duplicates and the last write wins.
 
 The users are created on their first rating; a rating of a movie not in the catalog is an

@@ -58,7 +58,7 @@ def test_table_serves_the_same_lists_as_live_scoring(
     model = client.app.state.dotrec.store.current
 
     described = client.get("/model").json()["recommendations_table"]
-    assert described["path"] == str(path) and described["users"] == model.predictor.n_users
+    assert described["path"] == path.name and described["users"] == model.predictor.n_users
     assert described["k"] == TABLE_K and described["rated_excluded"] is True
     assert datetime.fromisoformat(described["created_at"]) >= datetime.fromisoformat(
         client.get("/model").json()["created_at"]

@@ -16,7 +16,7 @@ from app.db import rating_writes as writes
 from app.db import repository as repo
 from app.db.models import Movie, Rating, User
 from app.db.repository import MovieExists, RatingRow, UnknownMovie
-from app.db.session import make_session_factory
+from app.db.session import make_session_factory, write_transaction
 
 CATALOG = {
     1: ("Toy Story (1995)", 1995, ["Animation", "Children's", "Comedy"]),
@@ -205,7 +205,7 @@ def test_concurrent_upserts_of_one_pair_leave_one_row(engine: Engine, session: S
     def write(worker: int) -> None:
         try:
             for step in range(10):
-                with factory.begin() as own:
+                with factory() as own, write_transaction(own):
                     writes.upsert_rating(own, 10, 1, 0.5 + (worker + step) % 10 * 0.5, at(step))
         except BaseException as error:
             errors.append(error)

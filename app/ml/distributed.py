@@ -8,6 +8,7 @@ of every global batch. Only rank 0 validates, logs and writes the artifact.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -71,3 +72,54 @@ def broadcast_flag(flag: bool, placement: Placement) -> bool:
     tensor = torch.tensor([int(flag)], device=placement.device)
     dist.broadcast(tensor, src=0)
     return bool(tensor.item())
+
+
+def share_parameters(model: torch.nn.Module) -> None:
+    """Rank 0's parameters on every rank (what DistributedDataParallel does when it wraps)."""
+    for parameter in model.parameters():
+        dist.broadcast(parameter.data, src=0)
+
+
+def average_sparse_gradients(model: torch.nn.Module, placement: Placement) -> None:
+    """Every rank's sparse gradients replaced by their mean over the ranks, as DDP does for dense
+    ones. Each rank pads each gradient's (row, value) entries with zero rows to the longest
+    rank's count, so that one all_gather of fixed size carries all the rows and one all the
+    values; each rank then sums what it gathered. Sparse models use this instead of
+    DistributedDataParallel, whose sparse all-reduce over gloo corrupts the heap now and then
+    (torch 2.13: "malloc(): unaligned tcache chunk detected" in backward)."""
+    parameters = list(model.parameters())
+    gradients = [parameter.grad.coalesce() for parameter in parameters]
+    counts = torch.tensor([gradient.indices().shape[1] for gradient in gradients])
+    dist.all_reduce(counts, op=dist.ReduceOp.MAX)
+    rows, values = [], []
+    for gradient, longest in zip(gradients, counts.tolist(), strict=True):
+        padding = longest - gradient.indices().shape[1]
+        rows.append(torch.nn.functional.pad(gradient.indices()[0], (0, padding)))
+        values.append(
+            torch.nn.functional.pad(gradient.values().reshape(-1), (0, padding * row_width(gradient)))
+        )
+    gathered_rows, gathered_values = (gather(torch.cat(parts), placement.world) for parts in (rows, values))
+    row_start = value_start = 0
+    for parameter, gradient, longest in zip(parameters, gradients, counts.tolist(), strict=True):
+        width = row_width(gradient)
+        mine_rows = gathered_rows[:, row_start : row_start + longest].reshape(-1)
+        mine_values = gathered_values[:, value_start : value_start + longest * width].reshape(
+            -1, *gradient.shape[1:]
+        )
+        row_start, value_start = row_start + longest, value_start + longest * width
+        summed = torch.sparse_coo_tensor(
+            mine_rows.unsqueeze(0), mine_values / placement.world, gradient.shape
+        )
+        parameter.grad = summed.coalesce()
+
+
+def row_width(gradient: torch.Tensor) -> int:
+    """Values a row of the sparse `gradient` holds (its dense dimensions' product)."""
+    return math.prod(gradient.shape[1:])
+
+
+def gather(tensor: torch.Tensor, world: int) -> torch.Tensor:
+    """(world, len(tensor)): every rank's `tensor`, all of the same length."""
+    parts = [torch.empty_like(tensor) for _ in range(world)]
+    dist.all_gather(parts, tensor)
+    return torch.stack(parts)

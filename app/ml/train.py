@@ -16,7 +16,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from app.data.training_set import TrainingSet
-from app.ml.distributed import Placement, broadcast_flag, current_placement
+from app.ml.distributed import (
+    Placement,
+    average_sparse_gradients,
+    broadcast_flag,
+    current_placement,
+    share_parameters,
+)
 from app.ml.model import DotProductBias, frequency_weights
 
 log = logging.getLogger(__name__)
@@ -221,7 +227,10 @@ def _fit(
         config.mode,
     )
     trainee: nn.Module = objective
-    if placement.world > 1:
+    average_sparse = placement.world > 1 and config.sparse
+    if average_sparse:
+        share_parameters(model)
+    elif placement.world > 1:
         # the penalty weights are the same constants on every rank: nothing to broadcast each step
         trainee = DistributedDataParallel(objective, broadcast_buffers=False)
     result = FitResult(model=model)
@@ -238,6 +247,8 @@ def _fit(
             loss = trainee(users[mine], movies[mine], ratings[mine])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if average_sparse:
+                average_sparse_gradients(model, placement)
             optimizer.step()
             schedule.step()
             total_loss += loss.detach() * len(mine)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import os
 import secrets
 import shutil
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import BigInteger, Engine, cast, func, select
 
+from app.data.links import CURRENT_LINK, point_current_at
 from app.data.training_set import TrainingSet
 from app.db.export import export_training_set
 from app.db.models import Rating
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 META_FILE = "cache.json"
-CURRENT_LINK = "current"
 LOCK_FILE = ".lock"
 #: the arrays of a TrainingSet and the dtype each is stored in
 ARRAYS: dict[str, np.dtype] = {
@@ -101,7 +100,7 @@ def cached_training_set(engine: Engine, cache_dir: Path) -> TrainingSet:
             return cached
         log.info("export cache miss: exporting %s rows into %s", f"{fingerprint['rows']:,}", cache_dir)
         folder = _write(cache_dir, export_training_set(engine), key, fingerprint)
-        _point_current_at(cache_dir, folder.name)
+        point_current_at(cache_dir, folder.name)
         _remove_all_but(cache_dir, folder.name)
         loaded = _load(folder, key, fingerprint)
     if loaded is None:
@@ -163,13 +162,6 @@ def _write(cache_dir: Path, training: TrainingSet, key: str, fingerprint: dict[s
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return final
-
-
-def _point_current_at(cache_dir: Path, name: str) -> None:
-    temporary = cache_dir / f".{CURRENT_LINK}-{os.getpid()}"
-    temporary.unlink(missing_ok=True)
-    temporary.symlink_to(name)
-    os.replace(temporary, cache_dir / CURRENT_LINK)
 
 
 def _remove_all_but(cache_dir: Path, keep: str) -> None:

@@ -20,10 +20,11 @@ from typing import BinaryIO
 import numpy as np
 from safetensors.numpy import save_file
 
+from app.data.links import CURRENT_LINK, point_current_at
+
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
 META_FILE = "meta.json"
-CURRENT_LINK = "current"
 
 #: tensor name -> shape in terms of (users, movies, factors)
 TENSOR_SHAPES: dict[str, tuple[str, ...]] = {
@@ -110,14 +111,6 @@ def save_artifact(models_dir: Path, weights: dict[str, np.ndarray], meta: dict) 
         raise
     point_current_at(models_dir, final.name)
     return final
-
-
-def point_current_at(models_dir: Path, version: str) -> None:
-    """Atomically make `models_dir/current` a relative symlink to `version`."""
-    temporary = models_dir / f".{CURRENT_LINK}-{os.getpid()}"
-    temporary.unlink(missing_ok=True)
-    temporary.symlink_to(version)
-    os.replace(temporary, models_dir / CURRENT_LINK)
 
 
 def current_version_dir(models_dir: Path) -> Path | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +92,25 @@ def api_settings(**overrides: object) -> Settings:
     # model_poll_s 0: an in-process app loads a new version only when a test reloads it
     values: dict[str, object] = {"rating_min": 0.5, "rating_max": 5.0, "rating_step": 0.5, "model_poll_s": 0}
     return Settings(_env_file=None, **(values | overrides))
+
+
+def started_clients(database_url: str, models_dir: Path) -> Iterator[ClientMaker]:
+    """A fixture's body: yields a maker of started TestClients on `database_url` and
+    `models_dir` (keyword arguments override settings), and stops them all afterwards."""
+    from app.api.main import create_app
+
+    clients: list[TestClient] = []
+
+    def make(**overrides: object) -> TestClient:
+        settings = api_settings(**({"database_url": database_url, "models_dir": models_dir} | overrides))
+        client = TestClient(create_app(settings))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in reversed(clients):
+        client.__exit__(None, None, None)
 
 
 def train_model(

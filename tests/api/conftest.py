@@ -9,13 +9,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from api_support import ClientMaker, Data, api_settings, make_data, seed_database, train_model
+from api_support import (
+    ClientMaker,
+    Data,
+    make_data,
+    seed_database,
+    started_clients,
+    train_model,
+)
 from fastapi.testclient import TestClient
 from live_server import LiveServer
 from pg_server import DedicatedPostgres, postgres_bindir
 from sqlalchemy import Engine
 
-from app.api.main import create_app
 from tests.requirements import missing
 
 
@@ -51,18 +57,7 @@ def seeded(engine: Engine, data: Data, database_url: str) -> str:
 def make_client(seeded: str, models_dir: Path) -> Iterator[ClientMaker]:
     """Makes started TestClients on the seeded database and this test's models folder;
     keyword arguments override settings."""
-    clients: list[TestClient] = []
-
-    def make(**overrides: object) -> TestClient:
-        settings = api_settings(**({"database_url": seeded, "models_dir": models_dir} | overrides))
-        client = TestClient(create_app(settings))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in reversed(clients):
-        client.__exit__(None, None, None)
+    yield from started_clients(seeded, models_dir)
 
 
 @pytest.fixture

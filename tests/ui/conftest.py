@@ -26,10 +26,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from app.api.main import create_app
 from app.db.schema import upgrade
 from app.db.session import make_engine
-from tests.api.api_support import Data, api_settings, make_data, seed_database, train_model
+from tests.api.api_support import Data, make_data, seed_database, started_clients, train_model
 from tests.api.live_server import LiveServer, run_dotrec
 from tests.requirements import missing
 from tests.ui.ui_support import DESKTOP, UI_API_KEY, Ui, chromium_executable
@@ -67,26 +66,11 @@ def sqlite_seeded(tmp_path: Path, data: Data) -> Iterator[str]:
     yield url
 
 
-def _clients(database_url: str, models_dir: Path) -> Iterator[Any]:
-    clients: list[TestClient] = []
-
-    def make(**overrides: object) -> TestClient:
-        settings = api_settings(**({"database_url": database_url, "models_dir": models_dir} | overrides))
-        client = TestClient(create_app(settings))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in reversed(clients):
-        client.__exit__(None, None, None)
-
-
 @pytest.fixture
 def make_client(sqlite_seeded: str, trained_models: Path) -> Iterator[Any]:
     """Makes started TestClients on SQLite and the trained model (read only); keyword arguments
     override settings."""
-    yield from _clients(sqlite_seeded, trained_models)
+    yield from started_clients(sqlite_seeded, trained_models)
 
 
 @pytest.fixture
@@ -97,7 +81,7 @@ def client(make_client: Any) -> TestClient:
 @pytest.fixture
 def any_client(seeded: str, trained_models: Path) -> Iterator[TestClient]:
     """A started TestClient on each kind of database (for the reads that go to it)."""
-    for make in _clients(seeded, trained_models):
+    for make in started_clients(seeded, trained_models):
         yield make()
 
 

@@ -3,10 +3,15 @@
     bash bench/setup_peers.sh              # once: the peers' own environment
     python -m bench.bench_train            # writes bench/results/train.md
 
+dotrec runs with the defaults `dotrec train` would pick for each training part
+(`TrainConfig.for_ratings`), each fit followed by the peer's on the same ratings, so that both
+see the same load on a shared machine.
+
 - ml-100k, 5 seeded random folds: RMSE and training seconds per fold, dotrec vs Surprise SVD
   (and SVD++ with --svdpp, slow).
-- ml-1m-part1, one seeded 90/10 split: RMSE vs Surprise SVD and BaselineOnly; top-10 ranking
-  (precision, recall, NDCG) vs the popularity baseline.
+- ml-1m-part1, one seeded 90/10 split, fitted --repeats times (dotrec, then SVD, in turn): RMSE
+  and seconds vs Surprise SVD and BaselineOnly, and vs the fixed defaults of before the size
+  rule (`TrainConfig()`); top-10 ranking (precision, recall, NDCG) vs the popularity baseline.
 - Synthetic ML-1M-shaped set (`dotrec synth --like ml-1m`): epoch time and peak memory of training.
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import subprocess
 import tempfile
 import time
@@ -34,9 +40,8 @@ from bench.common import REPO_ROOT, machine, markdown_table, peak_rss_mib, share
 
 PEERS_PYTHON = REPO_ROOT / "bench" / ".venv-peers" / "bin" / "python"
 SEED = 0
-#: fewer, larger steps: for data of ML-1M's size, most of the accuracy in a third of the time
-FAST = TrainConfig(batch_size=2048, lr=1e-2, epochs=6)
-FAST_FLAGS = "--batch-size 2048 --lr 0.01 --epochs 6"
+#: the defaults of before the size rule, whatever the size: the reference row on ml-1m-part1
+FIXED = TrainConfig()
 
 
 def load(name: str, work: Path) -> tuple[str, TrainingSet]:
@@ -68,12 +73,32 @@ def run_peers(data: TrainingSet, masks: list[np.ndarray], algorithms: list[str],
 
 
 def ours(
-    data: TrainingSet, masks: list[np.ndarray], config: TrainConfig, ranking: bool, first_fold: int = 1
+    data: TrainingSet,
+    masks: list[np.ndarray],
+    config: TrainConfig | None,
+    ranking: bool,
+    first_fold: int = 1,
 ) -> list[FoldReport]:
-    return [
-        evaluate_fold(index, data.subset(~mask), data.subset(mask), Settings(), config, ranking)
-        for index, mask in enumerate(masks, start=first_fold)
-    ]
+    """dotrec on each training part (the data less a mask): with `config`, or with None the
+    defaults for the part's size, as `dotrec train` picks them."""
+    reports = []
+    for index, mask in enumerate(masks, start=first_fold):
+        train = data.subset(~mask)
+        chosen = config or TrainConfig.for_ratings(len(train))
+        reports.append(evaluate_fold(index, train, data.subset(mask), Settings(), chosen, ranking))
+    return reports
+
+
+def described(config: TrainConfig) -> str:
+    """The size-dependent fields of a config, as the CLI options (and the two without one)."""
+    return (
+        f"--batch-size {config.batch_size} --lr {config.lr:g} --epochs {config.epochs} "
+        f"--wd {config.weight_decay:g}, validation share {config.validation_share:g}"
+    )
+
+
+def load_average() -> str:
+    return "/".join(f"{figure:.1f}" for figure in os.getloadavg())
 
 
 def warm_up(data: TrainingSet, config: TrainConfig) -> None:
@@ -83,10 +108,12 @@ def warm_up(data: TrainingSet, config: TrainConfig) -> None:
     fit(sample, TrainConfig(**config.as_dict() | {"epochs": 1}), (0.0, 5.5))
 
 
-def ml100k_cross_validation(work: Path, config: TrainConfig, svdpp: bool) -> str:
+def ml100k_cross_validation(work: Path, svdpp: bool) -> str:
     name, data = load("ml-100k", work)
-    warm_up(data, config)
     masks = list(k_fold_masks(len(data), 5, SEED))
+    config = TrainConfig.for_ratings(int((~masks[0]).sum()))
+    warm_up(data, config)
+    loads = [load_average()]
     algorithms = ["SVD", "SVDpp"] if svdpp else ["SVD"]
     # fold by fold, ours then the peers', so that both see the same load on a shared machine
     reports, peers = [], {}
@@ -94,6 +121,7 @@ def ml100k_cross_validation(work: Path, config: TrainConfig, svdpp: bool) -> str
         reports += ours(data, [mask], config, ranking=False, first_fold=index)
         for peer, results in run_peers(data, [mask], algorithms, work).items():
             peers.setdefault(peer, []).extend(results)
+    loads.append(load_average())
     header = ["fold", "dotrec RMSE", "dotrec s", "bias-only RMSE"]
     header += [f"{peer} {what}" for peer in peers for what in ("RMSE", "s")]
     header += ["dotrec s / SVD s"] if "SVD" in peers else []
@@ -125,47 +153,106 @@ def ml100k_cross_validation(work: Path, config: TrainConfig, svdpp: bool) -> str
         svd_seconds = np.mean([r["fit_seconds"] for r in peers["SVD"]])
         mean.append(f"{np.mean([r.train_seconds for r in reports]) / svd_seconds:.2f}")
     rows.append(mean)
-    return f"### {name}, 5-fold cross-validation (seed {SEED})\n\n" + markdown_table(header, rows)
+    title = f"### {name}, 5-fold cross-validation (seed {SEED})"
+    note = f"dotrec: {described(config)}; load average before/after {' -> '.join(loads)}."
+    return f"{title}\n\n{note}\n\n" + markdown_table(header, rows)
 
 
-def ml1m_part1_holdout(work: Path, config: TrainConfig) -> str:
+def ml1m_part1_holdout(work: Path, repeats: int) -> str:
     archive = shared_archive("ml-1m-part1")
     if archive is None:
         return "### ml-1m-part1: not present (../shared/data), skipped"
     data = TrainingSet.from_frame(read_ratings_set(archive).ratings)
     mask = holdout_mask(len(data), 0.1, SEED)
-    (report,) = ours(data, [mask], config, ranking=True)
-    (fast,) = ours(data, [mask], FAST, ranking=False)
+    config = TrainConfig.for_ratings(int((~mask).sum()))
+    warm_up(data, config)
+    loads = [load_average()]
+    # in turn, so that dotrec and SVD share the machine's load; the ranking figures once
+    runs, svd = [], []
+    for repeat in range(repeats):
+        (report,) = ours(data, [mask], None, ranking=repeat == 0)
+        runs.append(report)
+        svd += run_peers(data, [mask], ["SVD"], work).get("SVD", [])
+    (fixed,) = ours(data, [mask], FIXED, ranking=False)
     peers = run_peers(data, [mask], ["SVD", "BaselineOnly"], work)
+    svd += peers.get("SVD", [])
+    loads.append(load_average())
+    report = runs[0]
+    ours_s = float(np.median([r.train_seconds for r in runs]))
+    svd_s = float(np.median([r["fit_seconds"] for r in svd])) if svd else float("nan")
     rows = [
-        ["dotrec (defaults)", f"{report.rmse:.4f}", f"{report.mae:.4f}", f"{report.train_seconds:.2f}"],
-        [f"dotrec ({FAST_FLAGS})", f"{fast.rmse:.4f}", f"{fast.mae:.4f}", f"{fast.train_seconds:.2f}"],
-        ["bias only (dotrec's baseline)", f"{report.bias_only_rmse:.4f}", f"{report.bias_only_mae:.4f}", ""],
-        ["global mean", f"{report.global_mean_rmse:.4f}", "", ""],
+        [
+            "dotrec (defaults for this size)",
+            f"{report.rmse:.4f}",
+            f"{report.mae:.4f}",
+            f"{ours_s:.2f}",
+            f"{ours_s / svd_s:.2f}",
+        ],
+        [
+            "dotrec (the fixed defaults before: 10 epochs of 1,024)",
+            f"{fixed.rmse:.4f}",
+            f"{fixed.mae:.4f}",
+            f"{fixed.train_seconds:.2f}",
+            f"{fixed.train_seconds / svd_s:.2f}",
+        ],
+        [
+            "bias only (dotrec's baseline)",
+            f"{report.bias_only_rmse:.4f}",
+            f"{report.bias_only_mae:.4f}",
+            "",
+            "",
+        ],
+        ["global mean", f"{report.global_mean_rmse:.4f}", "", "", ""],
     ]
-    rows += [
-        [f"Surprise {peer}", f"{r[0]['rmse']:.4f}", "", f"{r[0]['fit_seconds']:.2f}"]
-        for peer, r in peers.items()
-    ]
-    accuracy = markdown_table(["model", "RMSE", "MAE", "train s"], rows)
+    if svd:
+        rows.append(["Surprise SVD", f"{svd[0]['rmse']:.4f}", "", f"{svd_s:.2f}", "1.00"])
+    if "BaselineOnly" in peers:
+        baseline = peers["BaselineOnly"][0]
+        rows.append(
+            [
+                "Surprise BaselineOnly",
+                f"{baseline['rmse']:.4f}",
+                "",
+                f"{baseline['fit_seconds']:.2f}",
+                f"{baseline['fit_seconds'] / svd_s:.2f}",
+            ]
+        )
+    accuracy = markdown_table(["model", "RMSE", "MAE", "train s (median)", "/ SVD s"], rows)
+    timings = markdown_table(
+        ["run", "dotrec RMSE", "dotrec s", "SVD s", "dotrec s / SVD s"],
+        [
+            [
+                i,
+                f"{run.rmse:.4f}",
+                f"{run.train_seconds:.2f}",
+                f"{peer['fit_seconds']:.2f}",
+                f"{run.train_seconds / peer['fit_seconds']:.2f}",
+            ]
+            for i, (run, peer) in enumerate(zip(runs, svd, strict=False), start=1)
+        ],
+    )
     ranking = markdown_table(
         ["top-10 ranking", "precision@10", "recall@10", "NDCG@10"],
         [
             [
                 "dotrec (rating + popularity prior)",
-                f"{report.precision_at_10:.4f}",
-                f"{report.recall_at_10:.4f}",
-                f"{report.ndcg_at_10:.4f}",
+                f"{report.ranking['precision_at_10']:.4f}",
+                f"{report.ranking['recall_at_10']:.4f}",
+                f"{report.ranking['ndcg_at_10']:.4f}",
             ],
             [
                 "popularity (training counts)",
-                f"{report.popular_precision_at_10:.4f}",
-                f"{report.popular_recall_at_10:.4f}",
-                f"{report.popular_ndcg_at_10:.4f}",
+                f"{report.popular_ranking['precision_at_10']:.4f}",
+                f"{report.popular_ranking['recall_at_10']:.4f}",
+                f"{report.popular_ranking['ndcg_at_10']:.4f}",
             ],
         ],
     )
-    return f"### ml-1m-part1 (real), seeded 90/10 split\n\n{accuracy}\n\n{ranking}"
+    note = (
+        f"dotrec: {described(config)} ({report.n_train:,} training ratings); {repeats} fits of "
+        f"each in turn, medians; load average before/after {' -> '.join(loads)}."
+    )
+    return f"### ml-1m-part1 (real), seeded 90/10 split\n\n{note}\n\n{accuracy}\n\n{timings}\n\n{ranking}"
 
 
 def synthetic_training(args: tuple[str, dict]) -> dict:
@@ -187,8 +274,9 @@ def synthetic_training(args: tuple[str, dict]) -> dict:
     }
 
 
-def ml1m_shaped_memory(work: Path, config: TrainConfig) -> str:
+def ml1m_shaped_memory(work: Path) -> str:
     folder = write_synthetic(work / "synthetic-ml-1m", *PRESETS["ml-1m"], seed=SEED)
+    config = TrainConfig.for_ratings(PRESETS["ml-1m"][2])
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         result = pool.apply(synthetic_training, ((str(folder), asdict(config) | {"epochs": 3}),))
     epoch = np.mean(result["seconds_per_epoch"])
@@ -211,17 +299,20 @@ def ml1m_shaped_memory(work: Path, config: TrainConfig) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--svdpp", action="store_true", help="also Surprise SVD++ on ml-100k (minutes)")
+    parser.add_argument("--repeats", type=int, default=3, help="fits of dotrec and SVD on ml-1m-part1")
+    parser.add_argument("--only", choices=["ml-100k", "ml-1m-part1", "synthetic"], help="one section")
     arguments = parser.parse_args()
-    config = TrainConfig()
+    sections = {
+        "ml-100k": lambda work: ml100k_cross_validation(work, arguments.svdpp),
+        "ml-1m-part1": lambda work: ml1m_part1_holdout(work, arguments.repeats),
+        "synthetic": ml1m_shaped_memory,
+    }
+    chosen = [arguments.only] if arguments.only else list(sections)
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        sections = [
-            f"Machine: {machine()}. dotrec defaults: {config.as_dict()}.",
-            ml100k_cross_validation(work, config, arguments.svdpp),
-            ml1m_part1_holdout(work, config),
-            ml1m_shaped_memory(work, config),
-        ]
-    write_result("train.md", "\n\n".join(sections))
+        texts = [f"Machine: {machine()}. dotrec class defaults: {TrainConfig().as_dict()}."]
+        texts += [sections[name](work) for name in chosen]
+    write_result("train.md", "\n\n".join(texts))
 
 
 if __name__ == "__main__":

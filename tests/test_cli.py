@@ -84,3 +84,49 @@ def test_scale_checks_use_the_numbers_as_written() -> None:
     settings = Settings(_env_file=None, rating_min=1, rating_max=2, rating_step=0.1)
     assert all(settings.is_on_scale(value) for value in settings.allowed_ratings())  # 1.1, 1.2, ... too
     assert not settings.is_on_scale(1.15) and not settings.is_on_scale(2.1)
+
+
+def _synthetic(workspace: Path) -> Path:
+    synth = workspace / "synth"
+    invoke("synth", str(synth), "--users", "120", "--movies", "80", "--ratings", "3000", "--quiet")
+    return synth
+
+
+def test_train_picks_its_defaults_from_the_data_size_and_records_them(workspace, monkeypatch) -> None:
+    synth = _synthetic(workspace)
+    current = workspace / "models" / "current"
+    train = ("train", "--data", str(synth), "--dim", "4", "--objective", "rating", "--quiet")
+    output = invoke(*train)
+    used = json.loads((current / "meta.json").read_text())["hyper_parameters"]
+    assert (used["batch_size"], used["epochs"], used["lr"]) == (1024, 10, 0.005)  # small: as tuned
+    assert "10 epochs of 1,024 at lr 0.005" in " ".join(output.split())
+
+    monkeypatch.setattr("app.ml.train.LARGE_TRAINING_SET", 2_000)  # 3,000 ratings count as large
+    output = invoke(*train)
+    meta = json.loads((current / "meta.json").read_text())
+    used = meta["hyper_parameters"]
+    assert (used["batch_size"], used["epochs"], used["lr"]) == (4096, 5, 0.015)
+    assert (used["weight_decay"], used["validation_share"]) == (0.08, 0.01)
+    assert len(meta["history"]) <= 5 and meta["metrics"]["n_held_out"] == 30  # 1 % of 3,000
+    assert "5 epochs of 4,096 at lr 0.015" in " ".join(output.split())
+
+    invoke(*train, "--batch-size", "256", "--epochs", "2", "--lr", "0.02")
+    used = json.loads((current / "meta.json").read_text())["hyper_parameters"]
+    assert (used["batch_size"], used["epochs"], used["lr"]) == (256, 2, 0.02)
+    assert used["weight_decay"] == 0.08, "an option not given still follows the size rule"
+
+
+def test_evaluate_sizes_its_defaults_by_the_training_part(workspace, monkeypatch) -> None:
+    synth = _synthetic(workspace)
+    seen = []
+
+    def evaluate_folds(data, settings, config, *arguments, **keywords) -> list:
+        seen.append(config)
+        return []
+
+    monkeypatch.setattr("app.jobs.evaluation.evaluate_folds", evaluate_folds)
+    monkeypatch.setattr("app.ml.train.LARGE_TRAINING_SET", 2_000)
+    invoke("evaluate", "--data", str(synth), "--folds", "2", "--json")  # trains on 1,500
+    invoke("evaluate", "--data", str(synth), "--holdout", "0.1", "--json")  # trains on 2,700
+    invoke("evaluate", "--data", str(synth), "--holdout", "0.1", "--epochs", "2", "--json")
+    assert [(c.batch_size, c.epochs) for c in seen] == [(1024, 10), (4096, 5), (4096, 2)]

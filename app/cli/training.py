@@ -72,17 +72,19 @@ def train(
         raise typer.Exit(_launch_ranks(nproc, _arguments_after("train", drop="--nproc")))
     placement = join_from_environment(device)
     settings = get_settings()
-    config = _train_config(dim, epochs, lr, wd, batch_size, seed, mode, sparse)
+    given = _given_options(dim, epochs, lr, wd, batch_size, seed, mode, sparse)
     ranking_config = _ranking_config(rank_dim, rank_epochs, seed)
     if from_db and data is not None:
         raise typer.BadParameter("--data and --from-db name two sources: give one")
     training = _training_data(data)
     training_set, titles, source = training.ratings, training.titles, training.description
+    config = _train_config(len(training_set), given)
     if placement.is_main:
         console.print(
             f"training on {len(training_set):,} ratings, {training_set.n_users:,} users x "
             f"{training_set.n_movies:,} movies ({source}); "
-            f"{placement.world} process(es) on {placement.device}"
+            f"{placement.world} process(es) on {placement.device}; {config.epochs} epochs of "
+            f"{config.batch_size:,} at lr {config.lr:g}, L2 {config.weight_decay:g}"
         )
     chosen = _objective(objective)
     epochs_shown = config.epochs if chosen != "ranking" else 0
@@ -140,7 +142,7 @@ def _arguments_after(command: str, drop: str) -> list[str]:
     return kept
 
 
-def _train_config(
+def _given_options(
     dim: int | None,
     epochs: int | None,
     lr: float | None,
@@ -149,9 +151,8 @@ def _train_config(
     seed: int | None,
     mode: str,
     sparse: bool = False,
-) -> TrainConfig:
-    from app.ml.train import TrainConfig
-
+) -> dict[str, object]:
+    """The TrainConfig fields the user's options set (None: not passed, the default applies)."""
     if mode not in ("rowwise", "dense"):
         raise typer.BadParameter("--mode must be rowwise or dense")
     given = {
@@ -164,7 +165,14 @@ def _train_config(
         "mode": mode,
         "sparse": sparse,
     }
-    return TrainConfig(**{name: value for name, value in given.items() if value is not None})
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _train_config(n_ratings: int, given: dict[str, object]) -> TrainConfig:
+    """The options given, and for the rest the defaults for training on `n_ratings` ratings."""
+    from app.ml.train import TrainConfig
+
+    return TrainConfig.for_ratings(n_ratings, **given)
 
 
 def _split_kind(value: str, allowed: tuple[str, ...] = ("random", "time")) -> SplitKind:
@@ -295,9 +303,12 @@ def evaluate(
     """Hold ratings out, train on the rest, and compare the model with its baselines."""
     from app.jobs.evaluation import evaluate_folds
 
-    config = _train_config(dim, epochs, lr, wd, batch_size, seed, "rowwise")
+    given = _given_options(dim, epochs, lr, wd, batch_size, seed, "rowwise")
     training = _training_data(data)
     training_set, source = training.ratings, training.description
+    # the defaults for the size of each training part, not of the whole set
+    training_share = 1 - 1 / folds if folds else 1 - holdout
+    config = _train_config(round(len(training_set) * training_share), given)
     reports = evaluate_folds(
         training_set,
         get_settings(),

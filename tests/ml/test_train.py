@@ -5,7 +5,7 @@ import torch
 from app.data.splits import carve_validation, k_fold_masks, split_by_time, split_random
 from app.data.training_set import TrainingSet
 from app.ml.evaluate import BiasBaseline, rmse
-from app.ml.train import TrainConfig, fit
+from app.ml.train import LARGE_TRAINING_SET, TrainConfig, defaults_for, fit
 from app.ml.train import rmse as model_rmse
 
 CONFIG = TrainConfig(n_factors=8, epochs=30, lr=2e-2, weight_decay=0.01, batch_size=512, patience=3)
@@ -81,3 +81,31 @@ def test_validation_never_holds_a_users_or_movies_only_ratings(kind) -> None:
 def test_ids_must_be_positive() -> None:
     with pytest.raises(ValueError, match="user ids must be positive"):
         TrainingSet.from_arrays(np.array([0, 1]), np.array([1, 2]), np.array([3.0, 4.0]))
+
+
+def test_small_training_sets_keep_the_tuned_defaults() -> None:
+    assert defaults_for(80_000) == {}
+    assert TrainConfig.for_ratings(80_000) == TrainConfig()
+    assert TrainConfig.for_ratings(LARGE_TRAINING_SET - 1) == TrainConfig()
+
+
+def test_large_training_sets_take_fewer_larger_steps() -> None:
+    small, large = TrainConfig(), TrainConfig.for_ratings(LARGE_TRAINING_SET)
+    assert large == TrainConfig.for_ratings(487_650)
+    assert (large.batch_size, large.lr, large.epochs) == (4096, 0.015, 5)
+    assert (large.weight_decay, large.validation_share) == (0.08, 0.01)
+    assert large.batch_size > small.batch_size and large.epochs < small.epochs
+    # what the rule does not name stays the class default
+    assert (large.n_factors, large.threads, large.sparse, large.seed) == (50, 1, False, 0)
+
+
+def test_given_options_override_the_size_rule() -> None:
+    config = TrainConfig.for_ratings(10**6, batch_size=512, epochs=3, weight_decay=0.2)
+    assert (config.batch_size, config.epochs, config.weight_decay) == (512, 3, 0.2)
+    assert config.lr == 0.015, "what was not given still comes from the rule"
+    assert TrainConfig.for_ratings(1_000, lr=0.05).lr == 0.05
+
+
+def test_the_rule_hands_out_copies() -> None:
+    defaults_for(10**6)["epochs"] = 99
+    assert TrainConfig.for_ratings(10**6).epochs == 5

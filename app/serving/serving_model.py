@@ -80,16 +80,18 @@ class ServingModel:
 
 
 def _materialize(predictor: Predictor) -> None:
-    """View the predictor's np.memmap arrays as plain ndarrays of the same memory.
+    """View the np.memmap arrays of the predictor and its ranking head as plain ndarrays of the
+    same memory.
 
     The artifact's tensors are read-only views of one shared mapping of the weights file (so
     workers share its pages); that stays, only the np.memmap subclass goes: each numpy
     operation on a subclass runs Python-level hooks that cost more than the arithmetic of the
     hot paths (they were about half of GET /recommendations on ML-1M).
     """
-    for name, value in list(vars(predictor).items()):
-        if isinstance(value, np.memmap):
-            setattr(predictor, name, value.view(np.ndarray))
+    for holder in (predictor, predictor.ranking):
+        for name, value in list(vars(holder).items()) if holder is not None else ():
+            if isinstance(value, np.memmap):
+                setattr(holder, name, value.view(np.ndarray))
 
 
 def check_servable(predictor: Predictor) -> None:

@@ -365,3 +365,18 @@ def test_model_shows_no_credentials_and_no_server_paths(make_client: ClientMaker
     text = json.dumps(body)
     assert "s3cret" not in text and "db.internal" not in text and str(models_dir) not in text
     assert body["data_source"] == "database (postgresql)" and body["path"] == folder.name
+
+
+def test_served_weights_are_plain_ndarrays_over_the_mapped_file(client: TestClient) -> None:
+    """Both heads' tables are views of the weights file's one mapping, but not of the np.memmap
+    subclass, whose Python-level hooks cost more than the hot paths' arithmetic."""
+    import numpy as np
+
+    predictor = client.app.state.dotrec.store.current.predictor
+    assert predictor.ranking is not None, "the fixture's model has a ranking head"
+    for holder in (predictor, predictor.ranking):
+        arrays = {name: value for name, value in vars(holder).items() if isinstance(value, np.ndarray)}
+        assert arrays, type(holder).__name__
+        for name, array in arrays.items():
+            assert type(array) is np.ndarray, (type(holder).__name__, name, type(array))
+    assert isinstance(predictor.ranking.movie_factors.base, np.memmap), "still the mapped file"

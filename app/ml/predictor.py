@@ -143,6 +143,14 @@ class Predictor:
         scores = scoring.pair_scores(vectors, biases, self.movie_emb[movie_rows], self.movie_bias[movie_rows])
         return self._ratings(scores)
 
+    def pair_rating(self, vector: np.ndarray, bias: float, movie_row: int) -> float:
+        """One pair's served rating, for a user given by their terms (k,) and bias: `pair_ratings`
+        of a single pair, on Python floats."""
+        score = float(vector @ self.movie_emb[movie_row]) + float(bias) + float(self.movie_bias[movie_row])
+        if self.linear:
+            return scoring.linear_rating(score, self.global_mean, self.scale)
+        return scoring.served_rating(score, self.y_range, self.scale)
+
     def matrix(self, user_rows: np.ndarray, movie_rows: np.ndarray | None = None) -> np.ndarray:
         """float32 (P, Q) served ratings of model users x movies (None: every movie)."""
         return self.ratings_matrix(self.user_emb[user_rows], self.user_bias[user_rows], movie_rows)

@@ -16,6 +16,7 @@ embedding rows, never external ids.
 
 from __future__ import annotations
 
+import math
 from typing import TypeVar
 
 import numpy as np
@@ -49,6 +50,20 @@ def served_ratings(scores: np.ndarray, y_range: Range, scale: Range, in_place: b
     _squash_numpy(out, *y_range)
     np.maximum(out, scale[0], out=out)  # np.clip's own overhead is most of a one-pair request
     return np.minimum(out, scale[1], out=out)
+
+
+def served_rating(score: float, y_range: Range, scale: Range) -> float:
+    """`served_ratings` of one score, on Python floats: for a single GET /predict, numpy's cost
+    per call was most of the request. The same formula in float64, so it can differ from the
+    float32 buffers in the seventh digit."""
+    lo, hi = y_range
+    rating = lo + (hi - lo) * (1 + math.tanh(score * 0.5)) / 2
+    return min(max(rating, scale[0]), scale[1])
+
+
+def linear_rating(score: float, global_mean: float, scale: Range) -> float:
+    """`linear_ratings` of one score, on Python floats."""
+    return min(max(global_mean + score, scale[0]), scale[1])
 
 
 def _squash_numpy(buffer: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -40,15 +40,15 @@ def predict_one(model: ServingModel, user: UserState, movie_id: int, explain: bo
         }
         rating = predictor.user_baseline(terms.baseline_offset)
         return Prediction(rating, USER_BASELINE, False, parts if explain else None)
-    rows = np.array([movie_row])
     if terms.vector is None:
         parts = {
             "formula": "clip(global_mean + movie_bias)",
             "global_mean": predictor.global_mean,
             "movie_bias": float(predictor.baseline_movie_bias[movie_row]),
         }
-        return Prediction(float(predictor.baseline(rows)[0]), "baseline", True, parts if explain else None)
-    rating = float(predictor.pair_ratings(terms.vector[None], np.array([terms.bias]), rows)[0])
+        baseline = float(predictor.baseline(np.array([movie_row]))[0])
+        return Prediction(baseline, "baseline", True, parts if explain else None)
+    rating = predictor.pair_rating(terms.vector, terms.bias, movie_row)
     parts = None
     if explain:
         products = terms.vector * predictor.movie_emb[movie_row]

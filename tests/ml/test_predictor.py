@@ -44,6 +44,11 @@ def test_pairs_matrix_and_user_terms_agree(predictor) -> None:
     expected = np.clip(lo + (hi - lo) / (1 + np.exp(-score)), *predictor.scale)
     assert matrix[2, 3] == pytest.approx(expected, abs=1e-5)
     assert ((matrix >= predictor.scale[0]) & (matrix <= predictor.scale[1])).all()
+    # one pair on floats (GET /predict) is the same rating
+    for i, user in enumerate(users):
+        for j, movie in enumerate(movies):
+            one = predictor.pair_rating(predictor.user_emb[user], predictor.user_bias[user], int(movie))
+            assert isinstance(one, float) and one == pytest.approx(matrix[i, j], abs=2e-6)
 
 
 def test_fold_in_places_a_known_user_close_to_their_learnt_ratings(predictor, planted) -> None:

@@ -35,6 +35,17 @@ def test_served_ratings_clip_to_the_scale_in_place_or_not() -> None:
     assert same is scores and same.tolist() == pytest.approx([0.5, 2.75, 5.0])
 
 
+def test_one_pair_on_floats_is_the_served_rating_of_the_buffers() -> None:
+    scores = np.array([-200.0, -7.0, -3.0, -0.5, 0.0, 0.25, 1.7, 4.0, 9.0, 200.0], dtype=np.float32)
+    buffers = scoring.served_ratings(scores, Y_RANGE, SCALE)
+    one_by_one = [scoring.served_rating(float(score), Y_RANGE, SCALE) for score in scores]
+    np.testing.assert_allclose(one_by_one, buffers, rtol=0, atol=2e-6)
+    assert one_by_one[0] == SCALE[0] and one_by_one[-1] == SCALE[1], "clipped to the scale"
+    linear = scoring.linear_ratings(scores.copy(), 3.5, SCALE)
+    by_floats = [scoring.linear_rating(float(s), 3.5, SCALE) for s in scores]
+    np.testing.assert_allclose(by_floats, linear, atol=1e-6)
+
+
 def test_pairs_are_the_diagonal_of_the_matrix() -> None:
     rng = np.random.default_rng(0)
     users, movies = rng.normal(size=(6, 4)).astype(np.float32), rng.normal(size=(6, 4)).astype(np.float32)

@@ -125,14 +125,24 @@ class CandidateCache(LockedLru[int, Candidates]):
         super().__init__(capacity)
 
 
-ListKey = tuple[int, int, str, Hashable, int]
+ListKey = tuple[int, str, Hashable, int]
 """(user row, k, genre key, the database's data version of the user's ratings, catalog revision)."""
 
 
-class ListCache(LockedLru[ListKey, list[dict]]):
-    """Finished GET /recommendations items of model users. The key holds everything a list
-    depends on besides the model: the user, k, the genre, the version of the ratings it left
-    out (None, never cached, where the database gives no version) and the catalog revision."""
+class ListCache(LockedLru[ListKey, tuple[int, list]]):
+    """Finished GET /recommendations items of model users, as (the k asked for, items). The key
+    holds everything a list depends on besides the model and k: the user, the genre, the version
+    of the ratings it left out (None, never cached, where the database gives no version) and the
+    catalog revision. One entry a user serves every k up to the one it was made for: a ranking's
+    top k is the first k of its top K (so lists of k from 5 to 15 share one entry instead of
+    evicting each other)."""
 
     def __init__(self, capacity: int = LIST_CACHE_SIZE) -> None:
         super().__init__(capacity)
+
+    def first(self, key: ListKey, k: int) -> list | None:
+        """The first k items kept under `key`, if a list of at least k was asked for."""
+        entry = self.get(key)
+        if entry is None or entry[0] < k:
+            return None
+        return entry[1][:k]

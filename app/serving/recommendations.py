@@ -59,9 +59,9 @@ def recommend(
     returned may be shared: callers must not change them.
     """
     view = model.view()
-    key = (user.row, k, genre_key(genre), ratings_version, view.revision)
+    key = (user.row, genre_key(genre), ratings_version, view.revision)
     cacheable = user.kind == MODEL and ratings_version is not None
-    if cacheable and (items := model.lists.get(key)) is not None:
+    if cacheable and (items := model.lists.first(key, k)) is not None:
         return RECOMMEND_STRATEGY[MODEL], items
     blocked = model.blocked(genre, exclude_movie_ids)
     terms = user_terms(model, user)
@@ -75,7 +75,7 @@ def recommend(
         found = ranked(model, terms, k, blocked)
     items = list_items(model, found)
     if cacheable:
-        model.lists.put(key, items)
+        model.lists.put(key, (k, items))
     return RECOMMEND_STRATEGY[user.kind], items
 
 

@@ -231,10 +231,16 @@ def test_rated_movies_are_reread_after_any_commit(client: TestClient, data: Data
     assert len(state.rated) >= 1
     cached = state.rated._cache.get((3, version))
     assert cached is not None and set(cached.tolist()) == set(data.rated_by(3))
-    key = (model.predictor.users.row(3), 5, "", version, model.view().revision)
+    key = (model.predictor.users.row(3), "", version, model.view().revision)
     kept = model.lists.get(key)
-    assert kept is not None and [item.model_dump() for item in kept] == first, "the finished list is kept"
+    assert kept is not None and kept[0] == 5, "the finished list is kept, with the k it was made for"
+    assert [item.model_dump() for item in kept[1]] == first
     assert client.get("/recommendations/3", params={"k": 5}).json()["items"] == first
+    # a shorter list is the first items of the kept one; a longer one replaces it
+    assert client.get("/recommendations/3", params={"k": 3}).json()["items"] == first[:3]
+    assert model.lists.get(key)[0] == 5
+    longer = client.get("/recommendations/3", params={"k": 8}).json()["items"]
+    assert longer[:5] == first and model.lists.get(key)[0] == 8
 
     insert = (
         "import sqlalchemy as sa, sys; e = sa.create_engine(sys.argv[1]);"

@@ -126,7 +126,7 @@ class CandidateCache(LockedLru[int, Candidates]):
 
 
 ListKey = tuple[int, str, Hashable, int]
-"""(user row, k, genre key, the database's data version of the user's ratings, catalog revision)."""
+"""(user row, genre key, the database's data version of the user's ratings, catalog revision)."""
 
 
 class ListCache(LockedLru[ListKey, tuple[int, list]]):

@@ -213,7 +213,8 @@ class RequestLimitsMiddleware:
             if complete:  # after the body, receive() waits for the client to go: no deadline
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+                async with asyncio.timeout(self.body_timeout_s):  # no task a call, as wait_for's
+                    message = await receive()
             except TimeoutError:
                 raise HTTPException(
                     408, f"the request body stalled: no data for {self.body_timeout_s:g} s (BODY_TIMEOUT_S)"

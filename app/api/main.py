@@ -187,8 +187,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.fast_routes:  # innermost: after the metrics, limits and CORS, like every route
         app.add_middleware(
             FastRoutes,
-            routers=[predict.router, recommendations.router],
-            endpoints=[predict.predict, recommendations.recommendations],
+            routers=[predict.router, recommendations.router, ratings.router],
+            endpoints=[predict.predict, recommendations.recommendations, ratings.post_rating],
         )
     app.add_middleware(
         RequestLimitsMiddleware,

@@ -69,7 +69,8 @@ class GroupWriter:
         self._pending.append((row, future))
         self._wake.set()
         # shielded: a client timing out must not cancel the group its row is being written in
-        return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+        async with asyncio.timeout(self.timeout_s):
+            return await asyncio.shield(future)
 
     async def close(self) -> None:
         if self._task is not None:

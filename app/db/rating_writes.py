@@ -70,8 +70,8 @@ def upsert_ratings(session: Session, rows: Sequence[RatingRow]) -> BatchResult:
     missing = wanted - driver.movies_exist(session, wanted)
     if missing:
         raise UnknownMovie(missing)
-    created = driver.upsert(session, unique) if unique else []
-    inserted = sum(created)
+    created = driver.upsert_known(session, unique) if unique else {}
+    inserted = sum(created.values())
     return BatchResult(inserted=inserted, updated=len(unique) - inserted)
 
 
@@ -82,15 +82,13 @@ def upsert_rows(session: Session, rows: Sequence[RatingRow]) -> list[bool | Unkn
     that created it, if any."""
     if not rows:
         return []
-    driver = _DRIVER_WRITES[session.get_bind().dialect.name]
-    known = driver.movies_exist(session, {row.movie_id for row in rows})
-    last = {(row.user_id, row.movie_id): row for row in rows if row.movie_id in known}
-    created = dict(zip(last, driver.upsert(session, list(last.values())), strict=True))
+    last = {(row.user_id, row.movie_id): row for row in rows}
+    created = _DRIVER_WRITES[session.get_bind().dialect.name].upsert_known(session, list(last.values()))
     outcomes: list[bool | UnknownMovie] = []
     seen: set[tuple[int, int]] = set()
     for row in rows:
         pair = (row.user_id, row.movie_id)
-        if row.movie_id not in known:
+        if pair not in created:
             outcomes.append(UnknownMovie([row.movie_id]))
         else:
             outcomes.append(created[pair] and pair not in seen)
@@ -143,8 +141,15 @@ def _sqlite_movies_exist(session: Session, ids: set[int]) -> set[int]:
     return found
 
 
+def _sqlite_upsert_known(session: Session, rows: Sequence[RatingRow]) -> dict[tuple[int, int], bool]:
+    """`upsert_known` for SQLite, in the caller's write transaction (whose lock it holds)."""
+    known = _sqlite_movies_exist(session, {row.movie_id for row in rows})
+    kept = [row for row in rows if row.movie_id in known]
+    return dict(zip([(r.user_id, r.movie_id) for r in kept], _sqlite_upsert(session, kept), strict=True))
+
+
 def _sqlite_upsert(session: Session, rows: Sequence[RatingRow]) -> list[bool]:
-    """`_upsert` for SQLite in the caller's write transaction (whose lock it holds already)."""
+    """Which of `rows` (all of movies in the catalog, one a pair) created their pair."""
     cursor = session.connection().connection.driver_connection.cursor()
     cursor.executemany(_SQLITE_USERS, [(user,) for user in sorted({row.user_id for row in rows})])
     pairs = [(row.user_id, row.movie_id) for row in rows]
@@ -160,15 +165,23 @@ def _sqlite_upsert(session: Session, rows: Sequence[RatingRow]) -> list[bool]:
     return created
 
 
-_PG_USERS = "INSERT INTO users (id) SELECT unnest(%s::bigint[]) ON CONFLICT DO NOTHING"
 _PG_MOVIES = "SELECT id FROM movies WHERE id = ANY(%s::bigint[])"
-# rows in (user, movie) order, so concurrent writers lock shared rows in one order: no deadlock
-_PG_UPSERT = (
-    "INSERT INTO ratings (user_id, movie_id, rating, rated_at) "
-    "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::real[], %s::bigint[]) AS r ORDER BY 1, 2 "
-    "ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = excluded.rating, rated_at = excluded.rated_at "
-    "RETURNING user_id, movie_id, xmax = 0"
+# One statement, one round trip: the rows of movies in the catalog, their users created first
+# (the foreign key is checked at the statement's end, when the users' CTE has run), then the
+# upsert, in (user, movie) order so that concurrent writers lock shared rows in one order.
+_PG_UPSERT_KNOWN = """
+WITH given (user_id, movie_id, rating, rated_at) AS (
+    SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::real[], %s::bigint[])
+), known AS (
+    SELECT given.* FROM given JOIN movies ON movies.id = given.movie_id
+), new_users AS (
+    INSERT INTO users (id) SELECT DISTINCT user_id FROM known ORDER BY 1 ON CONFLICT DO NOTHING
 )
+INSERT INTO ratings (user_id, movie_id, rating, rated_at)
+SELECT * FROM known ORDER BY 1, 2
+ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = excluded.rating, rated_at = excluded.rated_at
+RETURNING user_id, movie_id, xmax = 0
+"""
 
 
 def _pg_movies_exist(session: Session, ids: set[int]) -> set[int]:
@@ -176,28 +189,28 @@ def _pg_movies_exist(session: Session, ids: set[int]) -> set[int]:
     return {row[0] for row in cursor.execute(_PG_MOVIES, (sorted(ids),))}
 
 
-def _pg_upsert(session: Session, rows: Sequence[RatingRow]) -> list[bool]:
-    """`_upsert` for PostgreSQL: which of `rows` created their pair (``xmax = 0``: no older
-    version of the row was replaced)."""
+def _pg_upsert_known(session: Session, rows: Sequence[RatingRow]) -> dict[tuple[int, int], bool]:
+    """`upsert_known` for PostgreSQL: a pair created its row when ``xmax = 0`` (no older version
+    of the row was replaced)."""
     cursor = session.connection().connection.driver_connection.cursor()
-    cursor.execute(_PG_USERS, (sorted({row.user_id for row in rows}),))
     columns = (
         [r.user_id for r in rows],
         [r.movie_id for r in rows],
         [r.rating for r in rows],
         [unix_seconds(r.rated_at) for r in rows],
     )
-    created = {(user, movie): bool(new) for user, movie, new in cursor.execute(_PG_UPSERT, columns)}
-    return [created[(row.user_id, row.movie_id)] for row in rows]
+    return {(user, movie): bool(new) for user, movie, new in cursor.execute(_PG_UPSERT_KNOWN, columns)}
 
 
 @dataclass(frozen=True)
 class _DriverWrites:
     movies_exist: Callable[[Session, set[int]], set[int]]
-    upsert: Callable[[Session, Sequence[RatingRow]], list[bool]]
+    upsert_known: Callable[[Session, Sequence[RatingRow]], dict[tuple[int, int], bool]]
+    """Store the rows (one a pair) whose movie is in the catalog; for each pair stored, whether
+    it created its row. Pairs of other movies are left out (nothing of them written)."""
 
 
 _DRIVER_WRITES = {
-    "sqlite": _DriverWrites(_sqlite_movies_exist, _sqlite_upsert),
-    "postgresql": _DriverWrites(_pg_movies_exist, _pg_upsert),
+    "sqlite": _DriverWrites(_sqlite_movies_exist, _sqlite_upsert_known),
+    "postgresql": _DriverWrites(_pg_movies_exist, _pg_upsert_known),
 }

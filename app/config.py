@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from decimal import Decimal
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,7 +16,6 @@ class Settings(BaseSettings):
     """Every knob of dotrec; each field is read from the upper-case environment variable of its name."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
-    _allowed: frozenset[float] | None = PrivateAttr(default=None)
 
     database_url: str = "sqlite:///data/dotrec.db"
     models_dir: Path = Path("models")
@@ -103,30 +102,25 @@ class Settings(BaseSettings):
         (decimal arithmetic on the numbers as written: 1.1 on a 1..2 scale of step 0.1 is)."""
         if not self.rating_min <= rating <= self.rating_max:
             return False
-        allowed = self._allowed_set()
+        allowed = self._allowed_set
         if allowed is not None:  # the usual case: a float compared with the values, as parsed
             return rating in allowed
         steps = (Decimal(str(rating)) - Decimal(str(self.rating_min))) / Decimal(str(self.rating_step))
         return steps == steps.to_integral_value()
 
+    @cached_property  # a plain attribute once computed: the check runs for every rating written
     def _allowed_set(self) -> frozenset[float] | None:
         """The allowed values as floats (each parsed from its decimal text, as JSON would give
         it), for scales of at most 100,000 values; None for larger ones."""
-        cached = self._allowed
-        if cached is None:
-            steps = (Decimal(str(self.rating_max)) - Decimal(str(self.rating_min))) / Decimal(
-                str(self.rating_step)
-            )
-            cached = (
-                frozenset(
-                    float(Decimal(str(self.rating_min)) + i * Decimal(str(self.rating_step)))
-                    for i in range(int(steps) + 1)
-                )
-                if steps <= 100_000
-                else frozenset()
-            )
-            self._allowed = cached
-        return cached or None
+        steps = (Decimal(str(self.rating_max)) - Decimal(str(self.rating_min))) / Decimal(
+            str(self.rating_step)
+        )
+        if steps > 100_000:
+            return None
+        return frozenset(
+            float(Decimal(str(self.rating_min)) + i * Decimal(str(self.rating_step)))
+            for i in range(int(steps) + 1)
+        )
 
     def allowed_ratings(self) -> list[float]:
         n = round((self.rating_max - self.rating_min) / self.rating_step)

@@ -122,9 +122,11 @@ class FastRoute:
             raise _NotFast(raw) from None
         for dependency in self.dependencies:
             await dependency.call(**dependency.arguments(request, None, None))
-        response = Response()  # what the endpoint may set, as FastAPI's sub-response
-        del response.headers["content-length"]
-        response.status_code = None  # type: ignore[assignment]
+        response = None
+        if self.signature.response_argument is not None:
+            response = Response()  # what the endpoint may set, as FastAPI's sub-response
+            del response.headers["content-length"]
+            response.status_code = None  # type: ignore[assignment]
         try:
             arguments = self.signature.arguments(request, response, parsed)
         except _NotFast:
@@ -132,10 +134,10 @@ class FastRoute:
         content = self.response.validate_python(await self.endpoint(**arguments))
         answer = Response(
             self.response.dump_json(content, exclude_none=self.exclude_none),
-            status_code=response.status_code or self.status_code,
+            status_code=(response and response.status_code) or self.status_code,
             media_type="application/json",
         )
-        if response.raw_headers:
+        if response is not None and response.raw_headers:
             answer.raw_headers.extend(response.raw_headers)
         return answer
 
@@ -228,8 +230,12 @@ def _dependency(where: str, depends: Any) -> _Dependency:
 
 def _query(request: Request) -> dict[str, str]:
     """The query string's values, the last of repeated names as Starlette takes them (parsed
-    straight into a dict: a QueryParams costs more than the rest of parameter validation)."""
-    return dict(parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True))
+    straight into a dict: a QueryParams costs more than the rest of parameter validation).
+    Without escapes (no '%' or '+') the pairs are only split, as parse_qsl would split them."""
+    query = request.scope["query_string"].decode("latin-1")
+    if "%" in query or "+" in query:
+        return dict(parse_qsl(query, keep_blank_values=True))
+    return {name: value for name, _, value in (part.partition("=") for part in query.split("&") if part)}
 
 
 def _declaration(hint: object) -> Path | Query | Header | None:

@@ -40,6 +40,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from app.cli.serving import MALLOC_TUNING
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 UVICORN_OPTIONS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
@@ -234,7 +236,13 @@ def main() -> None:
 
     use_wrk = shutil.which("wrk") is not None
     work = Path(tempfile.mkdtemp(prefix="dotrec-bench-"))
-    env = {**os.environ, "DATABASE_URL": args.database_url, "MODELS_DIR": str(args.models)}
+    # glibc's malloc as `dotrec serve` sets it for its workers (app.cli.serving.return_freed_memory)
+    env = {
+        **os.environ,
+        "DATABASE_URL": args.database_url,
+        "MODELS_DIR": str(args.models),
+        **{name: str(value) for name, value in MALLOC_TUNING.items()},
+    }
     env.pop("API_KEY", None)
     dotrec = Server(["app.api.main:create_app", "--factory"], env, "/ready", work / "dotrec.log")
     # the same app without its fast routes (app/api/fast_routes.py): what they are worth

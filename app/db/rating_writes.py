@@ -70,7 +70,7 @@ def upsert_ratings(session: Session, rows: Sequence[RatingRow]) -> BatchResult:
     missing = wanted - driver.movies_exist(session, wanted)
     if missing:
         raise UnknownMovie(missing)
-    created = driver.upsert_known(session, unique) if unique else {}
+    created = driver.upsert_known(session, unique, wanted) if unique else {}
     inserted = sum(created.values())
     return BatchResult(inserted=inserted, updated=len(unique) - inserted)
 
@@ -83,7 +83,7 @@ def upsert_rows(session: Session, rows: Sequence[RatingRow]) -> list[bool | Unkn
     if not rows:
         return []
     last = {(row.user_id, row.movie_id): row for row in rows}
-    created = _DRIVER_WRITES[session.get_bind().dialect.name].upsert_known(session, list(last.values()))
+    created = _DRIVER_WRITES[session.get_bind().dialect.name].upsert_known(session, list(last.values()), None)
     outcomes: list[bool | UnknownMovie] = []
     seen: set[tuple[int, int]] = set()
     for row in rows:
@@ -141,9 +141,12 @@ def _sqlite_movies_exist(session: Session, ids: set[int]) -> set[int]:
     return found
 
 
-def _sqlite_upsert_known(session: Session, rows: Sequence[RatingRow]) -> dict[tuple[int, int], bool]:
+def _sqlite_upsert_known(
+    session: Session, rows: Sequence[RatingRow], known: set[int] | None = None
+) -> dict[tuple[int, int], bool]:
     """`upsert_known` for SQLite, in the caller's write transaction (whose lock it holds)."""
-    known = _sqlite_movies_exist(session, {row.movie_id for row in rows})
+    if known is None:
+        known = _sqlite_movies_exist(session, {row.movie_id for row in rows})
     kept = [row for row in rows if row.movie_id in known]
     return dict(zip([(r.user_id, r.movie_id) for r in kept], _sqlite_upsert(session, kept), strict=True))
 
@@ -189,9 +192,11 @@ def _pg_movies_exist(session: Session, ids: set[int]) -> set[int]:
     return {row[0] for row in cursor.execute(_PG_MOVIES, (sorted(ids),))}
 
 
-def _pg_upsert_known(session: Session, rows: Sequence[RatingRow]) -> dict[tuple[int, int], bool]:
+def _pg_upsert_known(
+    session: Session, rows: Sequence[RatingRow], known: set[int] | None = None
+) -> dict[tuple[int, int], bool]:
     """`upsert_known` for PostgreSQL: a pair created its row when ``xmax = 0`` (no older version
-    of the row was replaced)."""
+    of the row was replaced). The statement checks the catalog itself, `known` or not."""
     cursor = session.connection().connection.driver_connection.cursor()
     columns = (
         [r.user_id for r in rows],
@@ -205,9 +210,10 @@ def _pg_upsert_known(session: Session, rows: Sequence[RatingRow]) -> dict[tuple[
 @dataclass(frozen=True)
 class _DriverWrites:
     movies_exist: Callable[[Session, set[int]], set[int]]
-    upsert_known: Callable[[Session, Sequence[RatingRow]], dict[tuple[int, int], bool]]
-    """Store the rows (one a pair) whose movie is in the catalog; for each pair stored, whether
-    it created its row. Pairs of other movies are left out (nothing of them written)."""
+    upsert_known: Callable[[Session, Sequence[RatingRow], set[int] | None], dict[tuple[int, int], bool]]
+    """Store the rows (one a pair) whose movie is in the catalog (or in `known`, movies the caller
+    has just found there); for each pair stored, whether it created its row. Pairs of other
+    movies are left out (nothing of them written)."""
 
 
 _DRIVER_WRITES = {

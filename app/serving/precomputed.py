@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from app.ml.recommendations_table import load_recommendations
 from app.serving.caches import Candidates
 
 if TYPE_CHECKING:
@@ -75,6 +74,9 @@ def _parse_time(value: object) -> datetime | None:
 def load_precomputed(path: Path, model: ServingModel) -> PrecomputedTable:
     """Read the recommend-all file `path` for `model`; ValueError (saying why) when it cannot
     serve it: unreadable, made from another model version, or made before the model."""
+    # pyarrow only for a server that serves such a file: importing it is 80 ms of every start
+    from app.ml.recommendations_table import load_recommendations
+
     try:
         signature = file_signature(path)
         table = load_recommendations(path)

@@ -233,6 +233,8 @@ def _query(request: Request) -> dict[str, str]:
     straight into a dict: a QueryParams costs more than the rest of parameter validation).
     Without escapes (no '%' or '+') the pairs are only split, as parse_qsl would split them."""
     query = request.scope["query_string"].decode("latin-1")
+    if not query:
+        return {}
     if "%" in query or "+" in query:
         return dict(parse_qsl(query, keep_blank_values=True))
     return {name: value for name, _, value in (part.partition("=") for part in query.split("&") if part)}

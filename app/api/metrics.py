@@ -7,8 +7,10 @@ case /metrics aggregates every worker's files (prometheus-client's multiprocess 
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -19,10 +21,55 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED = "<unmatched>"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+REQUESTS = ("dotrec_http_requests", "HTTP requests answered, by method, route template and status.")
+LATENCY = (
+    "dotrec_http_request_duration_seconds",
+    "Time from request to the end of the response, by method and route template.",
+)
+
+
+class RequestStats:
+    """The request counter and latency histogram of one process as plain counts, turned into
+    Prometheus metrics when scraped (a custom collector): prometheus-client's Counter and
+    Histogram take a lock for each increment, several microseconds of every request. Only the
+    event loop observes requests (MetricsMiddleware is ASGI), so the counts need no lock."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[tuple[str, str], list[float]] = {}
+        """(method, route) -> a count per bucket of LATENCY_BUCKETS, one for +Inf, then the sum."""
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        counts = self.latency.get((method, route))
+        if counts is None:
+            counts = self.latency[(method, route)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+        counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bound >= seconds
+        counts[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(*REQUESTS, labels=["method", "route", "status"])
+        for (method, route, status), count in list(self.requests.items()):
+            requests.add_metric([method, route, str(status)], count)
+        latency = HistogramMetricFamily(*LATENCY, labels=["method", "route"])
+        for (method, route), counts in list(self.latency.items()):
+            cumulative, buckets = 0.0, []
+            bounds = [*map(floatToGoString, LATENCY_BUCKETS), "+Inf"]
+            for bound, count in zip(bounds, counts[:-1], strict=True):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            latency.add_metric([method, route], buckets, sum_value=counts[-1])
+        yield requests
+        yield latency
 
 
 class Metrics:
@@ -31,19 +78,17 @@ class Metrics:
     def __init__(self) -> None:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "dotrec_http_requests",
-            "HTTP requests answered, by method, route template and status.",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "dotrec_http_request_duration_seconds",
-            "Time from request to the end of the response, by method and route template.",
-            ["method", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self._request_stats = RequestStats()
+        if self.multiprocess:  # every worker's values in files: prometheus-client's own metrics
+            self.requests: Counter | None = Counter(
+                REQUESTS[0], REQUESTS[1], ["method", "route", "status"], registry=self.registry
+            )
+            self.latency: Histogram | None = Histogram(
+                LATENCY[0], LATENCY[1], ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry
+            )
+        else:
+            self.requests = self.latency = None
+            self.registry.register(self._request_stats)
         self.predictions = Counter(
             "dotrec_predictions",
             "Ratings predicted (one per pair, matrix cell or recommended item), by endpoint and strategy.",
@@ -76,6 +121,9 @@ class Metrics:
         self._version: str | None = None
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        if self.requests is None or self.latency is None:
+            self._request_stats.observe(method, route, status, seconds)
+            return
         key = (method, route, status)
         counter = self._request_children.get(key)
         if counter is None:

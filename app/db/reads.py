@@ -26,7 +26,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import sqlite3
+import time
 from typing import Any
 
 import numpy as np
@@ -301,14 +303,21 @@ class _DeadConnection(psycopg.OperationalError):
 RATINGS_CHANNEL = "dotrec_ratings"
 """What migration 0002's trigger NOTIFYs after every statement that changes ratings."""
 RECONNECT_S = 1.0
+HEARTBEAT_S = 0.5
+"""How often a quiet listening connection asks the server whether it is there."""
+TRUSTED_S = 2.0
+"""How long after the server last answered the listener what it heard is trusted: a server
+that hangs (a frozen host: the connection stays open and silent) may hold notifications back,
+so lists are kept no longer than this past its last answer."""
 
 
 class RatingsListener:
     """A connection of its own LISTENing on RATINGS_CHANNEL, counting notifications.
 
-    `version()` is (generation, notifications heard) while the connection is up, else None; a
-    lost connection is opened again every RECONNECT_S with a new generation (what was heard
-    before says nothing of what was missed meanwhile)."""
+    `version()` is (generation, notifications heard) while the connection is up and the server
+    answered within TRUSTED_S (a quiet connection sends `SELECT 1` every HEARTBEAT_S), else
+    None; a lost connection is opened again every RECONNECT_S with a new generation (what was
+    heard before says nothing of what was missed meanwhile)."""
 
     def __init__(self, conninfo: str, timeout_s: float) -> None:
         self.conninfo = conninfo
@@ -316,10 +325,14 @@ class RatingsListener:
         self.generation = 0
         self.heard = 0
         self.listening = False
+        self.answered_at = -math.inf
+        """time.monotonic() of the server's last notification or heartbeat answer."""
         self._task: asyncio.Task[None] | None = None
 
     def version(self) -> tuple[int, int] | None:
-        return (self.generation, self.heard) if self.listening else None
+        if self.listening and time.monotonic() - self.answered_at <= TRUSTED_S:
+            return self.generation, self.heard
+        return None
 
     def start(self) -> None:
         if self._task is None:
@@ -349,11 +362,17 @@ class RatingsListener:
                 async with connection:
                     await connection.execute(f"LISTEN {RATINGS_CHANNEL}")
                     self.generation += 1
+                    self.answered_at = time.monotonic()
                     self.listening = True
-                    async for _ in connection.notifies():
-                        self.heard += 1
-            except psycopg.Error as error:
-                log.info("ratings listener lost its connection (%s); reconnecting", error)
+                    while True:
+                        async for _ in connection.notifies(timeout=HEARTBEAT_S):
+                            self.heard += 1
+                            self.answered_at = time.monotonic()
+                        async with asyncio.timeout(self.timeout_s):
+                            await connection.execute("SELECT 1")
+                        self.answered_at = time.monotonic()
+            except (psycopg.Error, TimeoutError) as error:
+                log.info("ratings listener lost its connection (%r); reconnecting", error)
             finally:
                 self.listening = False
             await asyncio.sleep(RECONNECT_S)

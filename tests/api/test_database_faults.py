@@ -9,6 +9,7 @@ happens when another process holds the write lock past the busy timeout.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import sqlite3
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from api_support import Data, seed_database
 from live_server import LiveServer
@@ -25,6 +27,7 @@ from pg_server import DedicatedPostgres
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
+from app.db.reads import RATINGS_CHANNEL, TRUSTED_S, RatingsListener
 from app.db.schema import upgrade
 from app.db.session import make_engine
 from bench.write_load import EPOCH, Write, WriteLoad, check_no_write_lost, stored_ratings
@@ -199,6 +202,45 @@ def test_postgresql_fails_mid_traffic(
     assert server.process.poll() is None
     check_no_write_lost(traffic.load, stored_ratings(engine, traffic.load.user_ids))
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_frozen_server_stops_the_listener_being_trusted(dedicated_postgres: DedicatedPostgres) -> None:
+    """A hung server keeps the listening connection open and silent, so notifications may be held
+    back: within TRUSTED_S (plus a heartbeat) of its last answer nothing heard is trusted, and
+    once it answers again notifications count as before."""
+    conninfo = dedicated_postgres.url()
+
+    async def until(condition: Callable[[], bool], seconds: float) -> float:
+        started = time.monotonic()
+        while not condition():
+            assert time.monotonic() - started < seconds, f"not within {seconds} s"
+            await asyncio.sleep(0.02)
+        return time.monotonic() - started
+
+    async def scenario() -> None:
+        listener = RatingsListener(conninfo, timeout_s=DB_TIMEOUT_S)
+        listener.start()
+        try:
+            await until(lambda: listener.version() is not None, 10)
+            dedicated_postgres.freeze()
+            try:
+                untrusted_after = await until(lambda: listener.version() is None, TRUSTED_S + SLACK_S)
+                await asyncio.sleep(1)
+                assert listener.version() is None, "trusted again while the server hangs"
+            finally:
+                dedicated_postgres.thaw()
+            await until(lambda: listener.version() is not None, 3 * DB_TIMEOUT_S + SLACK_S)
+            _, heard = listener.version() or (0, 0)
+            notifier = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+            async with notifier:
+                await notifier.execute(f"NOTIFY {RATINGS_CHANNEL}")
+            await until(lambda: (listener.version() or (0, 0))[1] > heard, 5)
+            print(f"untrusted {untrusted_after:.2f} s after the freeze")
+        finally:
+            await listener.close()
+
+    asyncio.run(scenario())
 
 
 def test_sqlite_write_lock_held_past_the_timeout(

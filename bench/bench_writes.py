@@ -10,7 +10,8 @@ server; every request rates a random movie for a random user of a million (so mo
 pairs, some replace one), built by the same Lua script for every target (the bare endpoint
 parses and validates the very same bodies). Rounds are interleaved (bare, SQLite, PostgreSQL,
 ...); a ratio is the median over rounds of a target's requests/s over the bare endpoint's in
-the same round. Then POST /ratings/batch: 30 batches of 1,000 new ratings each, one client.
+the same round. Then POST /ratings/batch: 30 batches of 1,000 new ratings each from one client,
+then from each of 4 clients at once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -43,6 +45,7 @@ request = function()
 end
 """
 PG_ADMIN = os.environ.get("DOTREC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BATCH_CLIENTS = (1, 4)
 
 
 def dotrec(env: dict[str, str], *args: str) -> None:
@@ -57,29 +60,36 @@ def post_script(folder: Path, name: str, path: str, movies: list[int]) -> Path:
     return script
 
 
-def batch_rate(url: str, movies: list[int], batches: int = 30, size: int = 1000) -> dict:
-    """ratings/s of POST /ratings/batch, `batches` batches of `size` new ratings, one client."""
-    rng = np.random.default_rng(3)
-    bodies = [
-        json.dumps(
-            {
-                "ratings": [
-                    {"user_id": int(2_000_000 + b * size + i), "movie_id": int(m), "rating": 4.0}
-                    for i, m in enumerate(rng.choice(movies, size))
-                ]
-            }
-        )
-        for b in range(batches)
-    ]
-    with httpx.Client(base_url=url, timeout=60, headers={"Content-Type": "application/json"}) as client:
-        client.post("/ratings/batch", content=bodies[0]).raise_for_status()  # warm
+def batch_rate(url: str, movies: list[int], clients: int, batches: int = 30, size: int = 1000) -> dict:
+    """ratings/s of POST /ratings/batch: `clients` clients, each sending `batches` batches of
+    `size` new ratings one after another (new users: ids no earlier run used)."""
+    rng = np.random.default_rng(3 + clients)
+    first_user = 2_000_000 + clients * 1_000_000
+
+    def body(b: int) -> str:
+        ratings = [
+            {"user_id": int(first_user + b * size + i), "movie_id": int(m), "rating": 4.0}
+            for i, m in enumerate(rng.choice(movies, size))
+        ]
+        return json.dumps({"ratings": ratings})
+
+    bodies = [[body(c * batches + b) for b in range(batches)] for c in range(clients)]
+    headers = {"Content-Type": "application/json"}
+
+    def send(own: list[str]) -> None:
+        with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
+            for content in own:
+                client.post("/ratings/batch", content=content).raise_for_status()
+
+    send([body(clients * batches)])  # warm
+    with ThreadPoolExecutor(clients) as pool:
         started = time.perf_counter()
-        for body in bodies[1:]:
-            client.post("/ratings/batch", content=body).raise_for_status()
+        list(pool.map(send, bodies))
         seconds = time.perf_counter() - started
     return {
-        "ratings_per_s": round((batches - 1) * size / seconds),
-        "batch_s": round(seconds / (batches - 1), 4),
+        "clients": clients,
+        "ratings_per_s": round(clients * batches * size / seconds),
+        "batch_s": round(seconds / batches, 4),
     }
 
 
@@ -156,7 +166,10 @@ def main() -> None:
                     for m, b in zip(runs, rounds["bare_post"], strict=True)
                 ]
                 results["load"][name]["ratio_to_bare"] = round(statistics.median(ratios), 3)
-        results["batch"] = {name: batch_rate(servers[name].url, movies) for name in databases}
+        results["batch"] = {
+            name: [batch_rate(servers[name].url, movies, clients) for clients in BATCH_CLIENTS]
+            for name in databases
+        }
     finally:
         for server in servers.values():
             server.stop()
@@ -189,10 +202,17 @@ def markdown(results: dict) -> str:
                 str(entry["errors"]),
             ]
         )
-    for name, batch in results["batch"].items():
-        rows.append(
-            [f"POST /ratings/batch of 1,000, {name}", f"{batch['ratings_per_s']:,} ratings/s", "", "", ""]
-        )
+    for name, runs in results["batch"].items():
+        for batch in runs:
+            rows.append(
+                [
+                    f"POST /ratings/batch of 1,000, {name}, {batch['clients']} client(s)",
+                    f"{batch['ratings_per_s']:,} ratings/s",
+                    "",
+                    "",
+                    "",
+                ]
+            )
     table = markdown_table(["measure", "requests/s", "of bare", "p99 ms", "non-2xx"], rows)
     return (
         f"{table}\n\n{results['connections']} connections; SQLite synchronous: "

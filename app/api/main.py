@@ -25,6 +25,7 @@ from app.api.limits import HeavyWork
 from app.api.metrics import Metrics, MetricsMiddleware
 from app.api.routes import admin, health, movies, predict, ratings, recommendations, ui
 from app.config import Settings, get_settings
+from app.db.checkpoints import WalCheckpoints
 from app.db.errors import UNAVAILABLE, database_problem
 from app.db.group_commit import GroupWriter
 from app.db.reads import Reads
@@ -87,8 +88,7 @@ def start(settings: Settings, metrics: Metrics) -> AppState:
     def committed(rows: list[RatingRow]) -> None:
         """Ratings just committed by this process: their users' fold-ins are stale at once."""
         reads.note_own_write()
-        for user_id in {row.user_id for row in rows}:
-            store.invalidate_user(user_id)
+        store.invalidate_users({row.user_id for row in rows})
 
     state = AppState(
         settings=settings,
@@ -164,6 +164,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         await state.reads.start()
+        checkpoints = WalCheckpoints(state.engine) if state.engine.dialect.name == "sqlite" else None
+        if checkpoints is not None:
+            checkpoints.start()
         follower = asyncio.create_task(follow_models(state)) if settings.model_poll_s > 0 else None
         try:
             yield
@@ -173,6 +176,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gc.unfreeze()
             await state.writer.close()
             await state.reads.close()
+            if checkpoints is not None:
+                checkpoints.close()
             state.engine.dispose()
 
     app = FastAPI(

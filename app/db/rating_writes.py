@@ -27,6 +27,7 @@ from app.db.repository import (
     UnknownMovie,
     from_unix,
     id_chunks,
+    movies_exist,
     unix_seconds,
 )
 
@@ -60,17 +61,14 @@ def stored_row(user_id: int, movie_id: int, rating: float, rated_at: datetime) -
 
 
 def upsert_ratings(session: Session, rows: Sequence[RatingRow]) -> BatchResult:
-    """Store a batch, all or nothing: `UnknownMovie` (naming every missing id) before any write.
-
-    Of several rows for one (user, movie) the last wins.
-    """
+    """Store a batch, all or nothing: `UnknownMovie` (naming every missing id) and nothing
+    written when any of its movies is not in the catalog. Of several rows for one (user, movie)
+    the last wins."""
     unique = list({(row.user_id, row.movie_id): row for row in rows}.values())
-    driver = _DRIVER_WRITES[session.get_bind().dialect.name]
-    wanted = {row.movie_id for row in unique}
-    missing = wanted - driver.movies_exist(session, wanted)
-    if missing:
-        raise UnknownMovie(missing)
-    created = driver.upsert_known(session, unique, wanted) if unique else {}
+    created = _DRIVER_WRITES[session.get_bind().dialect.name].upsert_whole(session, unique) if unique else {}
+    if created is None:
+        wanted = {row.movie_id for row in unique}
+        raise UnknownMovie(wanted - movies_exist(session, wanted))
     inserted = sum(created.values())
     return BatchResult(inserted=inserted, updated=len(unique) - inserted)
 
@@ -83,7 +81,7 @@ def upsert_rows(session: Session, rows: Sequence[RatingRow]) -> list[bool | Unkn
     if not rows:
         return []
     last = {(row.user_id, row.movie_id): row for row in rows}
-    created = _DRIVER_WRITES[session.get_bind().dialect.name].upsert_known(session, list(last.values()), None)
+    created = _DRIVER_WRITES[session.get_bind().dialect.name].upsert_known(session, list(last.values()))
     outcomes: list[bool | UnknownMovie] = []
     seen: set[tuple[int, int]] = set()
     for row in rows:
@@ -141,18 +139,22 @@ def _sqlite_movies_exist(session: Session, ids: set[int]) -> set[int]:
     return found
 
 
-def _sqlite_upsert_known(
-    session: Session, rows: Sequence[RatingRow], known: set[int] | None = None
-) -> dict[tuple[int, int], bool]:
+def _sqlite_upsert_known(session: Session, rows: Sequence[RatingRow]) -> dict[tuple[int, int], bool]:
     """`upsert_known` for SQLite, in the caller's write transaction (whose lock it holds)."""
-    if known is None:
-        known = _sqlite_movies_exist(session, {row.movie_id for row in rows})
-    kept = [row for row in rows if row.movie_id in known]
-    return dict(zip([(r.user_id, r.movie_id) for r in kept], _sqlite_upsert(session, kept), strict=True))
+    known = _sqlite_movies_exist(session, {row.movie_id for row in rows})
+    return _sqlite_upsert(session, [row for row in rows if row.movie_id in known])
 
 
-def _sqlite_upsert(session: Session, rows: Sequence[RatingRow]) -> list[bool]:
-    """Which of `rows` (all of movies in the catalog, one a pair) created their pair."""
+def _sqlite_upsert_whole(session: Session, rows: Sequence[RatingRow]) -> dict[tuple[int, int], bool] | None:
+    """`upsert_whole` for SQLite: the catalog is read first (the write lock is held already)."""
+    wanted = {row.movie_id for row in rows}
+    if _sqlite_movies_exist(session, wanted) != wanted:
+        return None
+    return _sqlite_upsert(session, rows)
+
+
+def _sqlite_upsert(session: Session, rows: Sequence[RatingRow]) -> dict[tuple[int, int], bool]:
+    """Store `rows` (all of movies in the catalog, one a pair): whether each pair was created."""
     cursor = session.connection().connection.driver_connection.cursor()
     cursor.executemany(_SQLITE_USERS, [(user,) for user in sorted({row.user_id for row in rows})])
     pairs = [(row.user_id, row.movie_id) for row in rows]
@@ -161,62 +163,71 @@ def _sqlite_upsert(session: Session, rows: Sequence[RatingRow]) -> list[bool]:
         chunk = pairs[start : start + _SQLITE_RATED_CHUNK]
         query = _SQLITE_RATED.format(pairs=",".join(["(?, ?)"] * len(chunk)))
         existing.update(cursor.execute(query, [value for pair in chunk for value in pair]).fetchall())
-    created = [pair not in existing for pair in pairs]
     cursor.executemany(
         _SQLITE_UPSERT, [(r.user_id, r.movie_id, r.rating, unix_seconds(r.rated_at)) for r in rows]
     )
-    return created
+    return {pair: pair not in existing for pair in pairs}
 
 
-_PG_MOVIES = "SELECT id FROM movies WHERE id = ANY(%s::bigint[])"
-# One statement, one round trip: the rows of movies in the catalog, their users created first
-# (the foreign key is checked at the statement's end, when the users' CTE has run), then the
-# upsert, in (user, movie) order so that concurrent writers lock shared rows in one order.
-_PG_UPSERT_KNOWN = """
+# One statement, one round trip: the rows of movies in the catalog (all rows or none when
+# `whole`), their users created first (the foreign key is checked at the statement's end, when
+# the users' CTE has run), then the upsert, in (user, movie) order so that concurrent writers
+# lock shared rows in one order.
+_PG_UPSERT = """
 WITH given (user_id, movie_id, rating, rated_at) AS (
-    SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::real[], %s::bigint[])
+    SELECT * FROM unnest(%(users)s::bigint[], %(movies)s::bigint[], %(ratings)s::real[],
+                         %(times)s::bigint[])
 ), known AS (
     SELECT given.* FROM given JOIN movies ON movies.id = given.movie_id
+), stored AS (
+    SELECT * FROM known
+    WHERE NOT %(whole)s OR (SELECT count(*) FROM known) = (SELECT count(*) FROM given)
 ), new_users AS (
-    INSERT INTO users (id) SELECT DISTINCT user_id FROM known ORDER BY 1 ON CONFLICT DO NOTHING
+    INSERT INTO users (id) SELECT DISTINCT user_id FROM stored ORDER BY 1 ON CONFLICT DO NOTHING
 )
 INSERT INTO ratings (user_id, movie_id, rating, rated_at)
-SELECT * FROM known ORDER BY 1, 2
+SELECT * FROM stored ORDER BY 1, 2
 ON CONFLICT (user_id, movie_id) DO UPDATE SET rating = excluded.rating, rated_at = excluded.rated_at
 RETURNING user_id, movie_id, xmax = 0
 """
 
 
-def _pg_movies_exist(session: Session, ids: set[int]) -> set[int]:
+def _pg_upsert(session: Session, rows: Sequence[RatingRow], whole: bool) -> dict[tuple[int, int], bool]:
+    """For each pair stored, whether it created its row (``xmax = 0``: no older version of the
+    row was replaced)."""
     cursor = session.connection().connection.driver_connection.cursor()
-    return {row[0] for row in cursor.execute(_PG_MOVIES, (sorted(ids),))}
+    columns = {
+        "users": [r.user_id for r in rows],
+        "movies": [r.movie_id for r in rows],
+        "ratings": [r.rating for r in rows],
+        "times": [unix_seconds(r.rated_at) for r in rows],
+        "whole": whole,
+    }
+    return {(user, movie): bool(new) for user, movie, new in cursor.execute(_PG_UPSERT, columns)}
 
 
-def _pg_upsert_known(
-    session: Session, rows: Sequence[RatingRow], known: set[int] | None = None
-) -> dict[tuple[int, int], bool]:
-    """`upsert_known` for PostgreSQL: a pair created its row when ``xmax = 0`` (no older version
-    of the row was replaced). The statement checks the catalog itself, `known` or not."""
-    cursor = session.connection().connection.driver_connection.cursor()
-    columns = (
-        [r.user_id for r in rows],
-        [r.movie_id for r in rows],
-        [r.rating for r in rows],
-        [unix_seconds(r.rated_at) for r in rows],
-    )
-    return {(user, movie): bool(new) for user, movie, new in cursor.execute(_PG_UPSERT_KNOWN, columns)}
+def _pg_upsert_known(session: Session, rows: Sequence[RatingRow]) -> dict[tuple[int, int], bool]:
+    """`upsert_known` for PostgreSQL: the statement checks the catalog itself."""
+    return _pg_upsert(session, rows, whole=False)
+
+
+def _pg_upsert_whole(session: Session, rows: Sequence[RatingRow]) -> dict[tuple[int, int], bool] | None:
+    """`upsert_whole` for PostgreSQL in one round trip."""
+    created = _pg_upsert(session, rows, whole=True)
+    return created if len(created) == len(rows) else None
 
 
 @dataclass(frozen=True)
 class _DriverWrites:
-    movies_exist: Callable[[Session, set[int]], set[int]]
-    upsert_known: Callable[[Session, Sequence[RatingRow], set[int] | None], dict[tuple[int, int], bool]]
-    """Store the rows (one a pair) whose movie is in the catalog (or in `known`, movies the caller
-    has just found there); for each pair stored, whether it created its row. Pairs of other
-    movies are left out (nothing of them written)."""
+    upsert_known: Callable[[Session, Sequence[RatingRow]], dict[tuple[int, int], bool]]
+    """Store the rows (one a pair) whose movie is in the catalog; for each pair stored, whether
+    it created its row. Pairs of other movies are left out (nothing of them written)."""
+    upsert_whole: Callable[[Session, Sequence[RatingRow]], dict[tuple[int, int], bool] | None]
+    """The same for rows whose movies are all in the catalog; None, with nothing written, when
+    any is not."""
 
 
 _DRIVER_WRITES = {
-    "sqlite": _DriverWrites(_sqlite_movies_exist, _sqlite_upsert_known),
-    "postgresql": _DriverWrites(_pg_movies_exist, _pg_upsert_known),
+    "sqlite": _DriverWrites(_sqlite_upsert_known, _sqlite_upsert_whole),
+    "postgresql": _DriverWrites(_pg_upsert_known, _pg_upsert_whole),
 }

@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings, get_settings
+from app.db.checkpoints import SERVING_AUTOCHECKPOINT_PAGES, SERVING_JOURNAL_SIZE_LIMIT
 
 SQLITE_BEGIN_MODES = ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")
 SQLITE_FOLD_FUNCTION = "dotrec_fold"
@@ -44,6 +45,7 @@ def make_engine(database_url: str, settings: Settings | None = None, serving: bo
     ``BEGIN DEFERRED`` unless the connection's execution option ``sqlite_begin`` says
     "IMMEDIATE" (take the write lock at once: for transactions that read, then write) or
     "EXCLUSIVE"; the option ``sqlite_busy_ms`` shortens the busy timeout of one transaction.
+    A `serving` SQLite engine leaves its checkpoints to app.db.checkpoints.WalCheckpoints.
     PostgreSQL connections get a pool of `db_pool_size` (as many again in overflow), pre-ping,
     and `db_timeout_s` as both connect timeout and statement timeout. `serving` (the API's
     engine, whose requests wait on it) also bounds every wait for a PostgreSQL answer by
@@ -53,7 +55,7 @@ def make_engine(database_url: str, settings: Settings | None = None, serving: bo
     settings = settings or get_settings()
     url = normalize_url(database_url)
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, settings)
+        return _sqlite_engine(url, settings, serving)
     if url.get_backend_name() == "postgresql":
         return _postgresql_engine(url, settings, serving)
     raise ValueError(f"unsupported database {url.get_backend_name()!r}: use sqlite or postgresql")
@@ -100,23 +102,29 @@ def write_transaction(session: Session) -> Iterator[Session]:
         lock.release()
 
 
-def _sqlite_engine(url: URL, settings: Settings) -> Engine:
+def _sqlite_engine(url: URL, settings: Settings, serving: bool) -> Engine:
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
         Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": settings.db_timeout_s})
     busy_ms = int(settings.db_timeout_s * 1000)
+    pragmas = [
+        "journal_mode=WAL",
+        f"busy_timeout={busy_ms}",
+        "foreign_keys=ON",
+        f"synchronous={settings.sqlite_synchronous}",
+    ]
+    if serving:  # its checkpoints run in a thread of their own (app.db.checkpoints)
+        pragmas += [
+            f"wal_autocheckpoint={SERVING_AUTOCHECKPOINT_PAGES}",
+            f"journal_size_limit={SERVING_JOURNAL_SIZE_LIMIT}",
+        ]
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: sqlite3.Connection, _record: object) -> None:
         dbapi_connection.isolation_level = None
         dbapi_connection.create_function(SQLITE_FOLD_FUNCTION, 1, _fold, deterministic=True)
         cursor = dbapi_connection.cursor()
-        for pragma in (
-            "journal_mode=WAL",
-            f"busy_timeout={busy_ms}",
-            "foreign_keys=ON",
-            f"synchronous={settings.sqlite_synchronous}",
-        ):
+        for pragma in pragmas:
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 

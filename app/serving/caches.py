@@ -8,7 +8,7 @@ the model version is part of every key by construction.
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -43,9 +43,10 @@ class LockedLru(Generic[K, V]):
         with self._lock:
             self._entries[key] = value
 
-    def drop(self, key: K) -> None:
+    def drop(self, keys: Iterable[K]) -> None:
         with self._lock:
-            self._entries.pop(key, None)
+            for key in keys:
+                self._entries.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
@@ -87,9 +88,9 @@ class FoldCache:
     def put(self, user_id: int, movie_ids: np.ndarray, ratings: np.ndarray, folded: FoldedUser) -> None:
         self._users.put(user_id, FoldEntry(movie_ids, ratings, folded))
 
-    def drop(self, user_id: int) -> None:
-        """Forget `user_id` at once: this process stored or deleted one of their ratings."""
-        self._users.drop(user_id)
+    def drop(self, user_ids: Iterable[int]) -> None:
+        """Forget these users at once: this process stored or deleted ratings of theirs."""
+        self._users.drop(user_ids)
 
     def __len__(self) -> int:
         return len(self._users)

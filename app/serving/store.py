@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,11 +151,11 @@ class ModelStore:
             table.created_at,
         )
 
-    def invalidate_user(self, user_id: int) -> None:
-        """Drop `user_id`'s folded-in embedding: they rated (or unrated) something."""
+    def invalidate_users(self, user_ids: Iterable[int]) -> None:
+        """Drop these users' folded-in embeddings: they rated (or unrated) something."""
         model = self.current
         if model is not None:
-            model.fold_cache.drop(user_id)
+            model.fold_cache.drop(user_ids)
 
     def _load(self, path: Path) -> ServingModel:
         try:

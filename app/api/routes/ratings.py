@@ -154,8 +154,7 @@ def _store_batch(body: RatingBatchIn, state: AppState, session: Session) -> Rati
             status_code=404,
         )
     state.reads.note_own_write()
-    for user_id in {r.user_id for r in body.ratings}:
-        state.store.invalidate_user(user_id)
+    state.store.invalidate_users({r.user_id for r in body.ratings})
     return RatingBatchOut(inserted=result.inserted, updated=result.updated)
 
 
@@ -199,5 +198,5 @@ def delete(user_id: UserIdPath, movie_id: MovieIdPath, state: State, session: Se
     if not deleted:
         raise HTTPException(404, f"user {user_id} has no rating of movie {movie_id}")
     state.reads.note_own_write()
-    state.store.invalidate_user(user_id)
+    state.store.invalidate_users((user_id,))
     return Response(status_code=204)

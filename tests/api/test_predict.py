@@ -9,6 +9,9 @@ import pytest
 from api_support import CATALOG_ONLY, NEW_USER, ClientMaker, Data
 from fastapi.testclient import TestClient
 
+from app.api.routes import predict as predict_routes
+from app.api.schemas import MatrixOut
+
 TOLERANCE = 2e-5
 """JSON carries 6 decimals; float32 sums may differ in the last bit between code paths."""
 
@@ -145,6 +148,20 @@ def test_matrix_agrees_with_single_predictions_pairs_and_npy(client: TestClient)
     array = np.load(io.BytesIO(npy.content))
     assert array.dtype == np.float32 and array.shape == ratings.shape
     np.testing.assert_allclose(array, ratings, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("band_cells", [1, 7, 1 << 16])
+def test_a_json_matrix_written_in_bands_is_one_document(
+    client: TestClient, band_cells: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(predict_routes, "JSON_BAND_CELLS", band_cells)
+    body = {"user_ids": [3, 1, NEW_USER, 2, 3], "movie_ids": [5, CATALOG_ONLY[1], 1]}
+    response = client.post("/predict/matrix", json=body)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    written = MatrixOut.model_validate_json(response.content)  # the response model, field for field
+    assert written.user_ids == body["user_ids"] and written.movies_not_in_model == [CATALOG_ONLY[1]]
+    npy = client.post("/predict/matrix", json=body, headers={"Accept": "application/x-npy"})
+    np.testing.assert_allclose(np.array(written.ratings), np.load(io.BytesIO(npy.content)), atol=TOLERANCE)
 
 
 def test_matrix_of_everything_and_its_caps(make_client: ClientMaker, data: Data) -> None:

@@ -32,13 +32,8 @@ from app.config import Settings
 from app.data.movielens import RatingsSet, read_ratings_set
 from app.data.synth import PRESETS, write_synthetic
 from app.db.export import export_training_set
-from app.db.importer import (
-    PG_BULK_LOAD_MEMORY,
-    PG_COPY_HEADER,
-    PG_COPY_TRAILER,
-    import_ratings_set,
-    pg_binary_rows,
-)
+from app.db.import_postgresql import PG_BULK_LOAD_MEMORY, PG_COPY_HEADER, PG_COPY_TRAILER, pg_binary_rows
+from app.db.importer import import_ratings_set
 from app.db.schema import upgrade
 from app.db.session import make_engine
 from bench.common import shared_archive

@@ -15,12 +15,12 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from safetensors.numpy import save_file
 
 from app.data.links import CURRENT_LINK, point_current_at
+from app.ml.safetensors_layout import SAFETENSORS_F32, UnsupportedTensor, safetensors_layout
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
@@ -262,7 +262,7 @@ def _read_weights(path: Path) -> dict[str, np.ndarray]:
     Nothing is copied: the arrays are views of one shared, read-only mapping of the file, so
     every process serving the same version shares its pages (they count once in the machine's
     memory, and in each process's PSS as a share). The file is checked against the safetensors
-    format first (`_safetensors_layout`): a truncated file, a header that is not JSON, a tensor
+    format first (`safetensors_layout`): a truncated file, a header that is not JSON, a tensor
     that is not F32 or offsets outside the file raise ArtifactError, never a crash later.
     Version folders are written once and never modified in place, which a mapping relies on.
     """
@@ -270,96 +270,18 @@ def _read_weights(path: Path) -> dict[str, np.ndarray]:
     try:
         with open(file, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            layout = _safetensors_layout(path, handle, size)
+            layout = safetensors_layout(handle, size)
             mapped = np.memmap(handle, dtype=np.uint8, mode="r", shape=(size,))
     except FileNotFoundError as error:
         raise ArtifactError(f"{path}: no {WEIGHTS_FILE}") from error
-    except ArtifactError:
-        raise
+    except UnsupportedTensor as error:
+        raise ArtifactError(f"{path}: {WEIGHTS_FILE}: {error}") from error
     except (OSError, ValueError) as error:
         raise ArtifactError(f"{path}: {WEIGHTS_FILE} is not a readable safetensors file ({error})") from error
     return {
-        name: mapped[start:stop].view(_SAFETENSORS_F32).reshape(shape)
+        name: mapped[start:stop].view(SAFETENSORS_F32).reshape(shape)
         for name, (shape, start, stop) in layout.items()
     }
-
-
-#: The only dtype an artifact holds: little-endian float32, safetensors' "F32".
-_SAFETENSORS_F32 = np.dtype("<f4")
-#: The safetensors library refuses headers larger than this; so do we.
-_SAFETENSORS_MAX_HEADER = 100_000_000
-
-
-def _safetensors_layout(
-    path: Path, handle: BinaryIO, size: int
-) -> dict[str, tuple[tuple[int, ...], int, int]]:
-    """{name: (shape, first byte, end byte)} of every tensor, byte positions within the file.
-
-    Per the safetensors format: 8 bytes, the header's length N as a little-endian u64; N bytes
-    of UTF-8 JSON mapping each tensor name to {"dtype", "shape", "data_offsets": [begin, end]}
-    (plus an optional "__metadata__"); then the data, offsets relative to its start. The
-    tensors must cover the data exactly, without holes or overlaps.
-    """
-
-    def unreadable(reason: str) -> ArtifactError:
-        return ArtifactError(f"{path}: {WEIGHTS_FILE} is not a readable safetensors file ({reason})")
-
-    if size < 8:
-        raise unreadable(f"{size} bytes, shorter than the 8-byte header length")
-    header_length = int.from_bytes(handle.read(8), "little")
-    if header_length > min(size - 8, _SAFETENSORS_MAX_HEADER):
-        raise unreadable(f"header length {header_length:,} exceeds the file's {size:,} bytes: truncated?")
-    try:
-        header = json.loads(handle.read(header_length).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise unreadable(f"header is not JSON: {error}") from error
-    if not isinstance(header, dict):
-        raise unreadable("header is not a JSON object")
-    header.pop("__metadata__", None)
-    data_start, data_size = 8 + header_length, size - 8 - header_length
-    layout: dict[str, tuple[tuple[int, ...], int, int]] = {}
-    for name, entry in header.items():
-        shape, begin, end = _tensor_entry(entry)
-        if shape is None:
-            raise unreadable(f"tensor {name!r} has no valid dtype, shape and data_offsets")
-        if entry["dtype"] != "F32":
-            raise ArtifactError(
-                f"{path}: tensor {name!r} in {WEIGHTS_FILE} has dtype {entry['dtype']}; only F32 is supported"
-            )
-        needed = _SAFETENSORS_F32.itemsize
-        for dimension in shape:
-            needed *= dimension
-        if end - begin != needed:
-            raise unreadable(f"tensor {name!r} spans {end - begin:,} bytes, shape {shape} needs {needed:,}")
-        if end > data_size:
-            raise unreadable(
-                f"tensor {name!r} ends at data byte {end:,}, the file holds {data_size:,}: truncated?"
-            )
-        layout[name] = (shape, data_start + begin, data_start + end)
-    covered = 0
-    for _, begin, end in sorted(layout.values(), key=lambda item: (item[1], item[2])):
-        if begin != data_start + covered:
-            raise unreadable("tensors overlap or leave holes in the data")
-        covered = end - data_start
-    if covered != data_size:
-        raise unreadable(f"tensors cover {covered:,} of the {data_size:,} data bytes")
-    return layout
-
-
-def _tensor_entry(entry: object) -> tuple[tuple[int, ...] | None, int, int]:
-    """(shape, begin, end) of one header entry; shape None when the entry is malformed."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("dtype"), str):
-        return None, 0, 0
-    shape, offsets = entry.get("shape"), entry.get("data_offsets")
-    integers = (
-        isinstance(shape, list)
-        and isinstance(offsets, list)
-        and len(offsets) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in [*shape, *offsets])
-    )
-    if not integers or offsets[0] > offsets[1]:
-        return None, 0, 0
-    return tuple(shape), offsets[0], offsets[1]
 
 
 def _id_map(meta: dict, key: str) -> np.ndarray:

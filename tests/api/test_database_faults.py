@@ -27,7 +27,7 @@ from pg_server import DedicatedPostgres
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from app.db.reads import RATINGS_CHANNEL, TRUSTED_S, RatingsListener
+from app.db.ratings_listener import RATINGS_CHANNEL, TRUSTED_S, RatingsListener
 from app.db.schema import upgrade
 from app.db.session import make_engine
 from bench.write_load import EPOCH, Write, WriteLoad, check_no_write_lost, stored_ratings

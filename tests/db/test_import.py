@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select, text
 
 from app.config import Settings
 from app.data.movielens import RatingsSet
-from app.db import importer
+from app.db import import_postgresql, import_sqlite
 from app.db.importer import ImportRefused, import_ratings_set
 from app.db.models import Base, Movie, Rating, User
 
@@ -105,8 +105,8 @@ def test_a_failure_while_writing_rolls_everything_back(
     def explode(*_args: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(importer, "_pg_copy", explode)
-    monkeypatch.setattr(importer, "_rating_batches", explode)
+    monkeypatch.setattr(import_postgresql, "_pg_copy", explode)
+    monkeypatch.setattr(import_sqlite, "_rating_batches", explode)
     with pytest.raises(RuntimeError, match="disk on fire"):
         import_ratings_set(engine, ml100k_set, settings)
 

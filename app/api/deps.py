@@ -20,6 +20,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.api.answers import AnswerCache
 from app.api.limits import HeavyWork
 from app.api.metrics import Metrics
 from app.api.schemas import ID_RULE, MAX_ID
@@ -56,6 +57,8 @@ class AppState:
     heavy: HeavyWork
     writer: GroupWriter
     """Single ratings, committed in groups (app.db.group_commit)."""
+    answers: AnswerCache
+    """Finished GET /recommendations answers of model users (app.api.answers)."""
     schema_problem: str | None = None
     """Why the schema check has not passed (None once it has)."""
 

@@ -131,9 +131,11 @@ class FastRoute:
             arguments = self.signature.arguments(request, response, parsed)
         except _NotFast:
             raise _NotFast(raw) from None
-        content = self.response.validate_python(await self.endpoint(**arguments))
+        result = await self.endpoint(**arguments)
+        if isinstance(result, Response):  # sent as it is, as FastAPI sends it
+            return result
         answer = Response(
-            self.response.dump_json(content, exclude_none=self.exclude_none),
+            self.response.dump_json(self.response.validate_python(result), exclude_none=self.exclude_none),
             status_code=(response and response.status_code) or self.status_code,
             media_type="application/json",
         )

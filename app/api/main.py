@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
+from app.api.answers import AnswerCache
 from app.api.deps import AppState
 from app.api.errors import RequestLimitsMiddleware, install_error_handlers
 from app.api.fast_routes import FastRoutes
@@ -102,6 +103,7 @@ def start(settings: Settings, metrics: Metrics) -> AppState:
         accepted_keys=settings.accepted_keys(),
         heavy=HeavyWork(settings.max_heavy_requests, settings.db_timeout_s),
         writer=GroupWriter(sessions, settings.db_timeout_s, committed),
+        answers=AnswerCache(),
         schema_problem=schema_problem,
     )
     if not state.accepted_keys:

@@ -7,8 +7,9 @@ the model version is part of every key by construction.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -29,10 +30,11 @@ LIST_CACHE_SIZE = 10_000
 
 
 class LockedLru(Generic[K, V]):
-    """An LRUCache of at most `capacity` entries, safe to share between threads."""
+    """An LRUCache of at most `capacity` entries (or, with `getsizeof`, of values whose sizes add
+    up to at most `capacity`), safe to share between threads."""
 
-    def __init__(self, capacity: int) -> None:
-        self._entries: LRUCache[K, V] = LRUCache(maxsize=capacity)
+    def __init__(self, capacity: int, getsizeof: Callable[[V], int] | None = None) -> None:
+        self._entries: LRUCache[K, V] = LRUCache(maxsize=capacity, getsizeof=getsizeof)
         self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:
@@ -40,7 +42,8 @@ class LockedLru(Generic[K, V]):
             return self._entries.get(key)
 
     def put(self, key: K, value: V) -> None:
-        with self._lock:
+        """Keep `value` under `key` (not kept when it alone is larger than the capacity)."""
+        with self._lock, contextlib.suppress(ValueError):  # cachetools: "value too large"
             self._entries[key] = value
 
     def drop(self, keys: Iterable[K]) -> None:

@@ -32,10 +32,13 @@ class RatedMovies:
         self.reads = reads
         self._cache: LockedLru[tuple[int, Hashable], np.ndarray] = LockedLru(capacity)
 
-    async def of(self, user_id: int) -> Rated:
-        # the version is read first: a commit landing before the read only makes the entry
-        # stale sooner, never stale-but-trusted
-        version = self.reads.ratings_version()
+    def version(self) -> Hashable | None:
+        """The ratings version now (None: the database gives none)."""
+        return self.reads.ratings_version()
+
+    async def of(self, user_id: int, version: Hashable | None) -> Rated:
+        """The user's rated movies; `version` is `version()` read before this call (a commit
+        landing after it only makes the entry stale sooner, never stale-but-trusted)."""
         if version is not None and (cached := self._cache.get((user_id, version))) is not None:
             return Rated(cached, version)
         movie_ids = await self.reads.rated_movie_ids(user_id)

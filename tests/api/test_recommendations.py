@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from api_support import CATALOG_ONLY, NEW_USER, ClientMaker, Data, train_model
+from api_support import CATALOG_ONLY, NEW_USER, ClientMaker, Data, add_version, train_model
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from app.db.rating_writes import upsert_rating
@@ -53,10 +54,12 @@ def test_known_user_gets_best_first_unrated_movies(client: TestClient, data: Dat
     model.n_candidates = 3
     model.candidates = CandidateCache()
     model.lists = ListCache()
+    client.app.state.dotrec.answers.clear()
     assert client.get("/recommendations/1", params={"k": 5}).json() == body
     assert len(model.candidates) == 1
     longer = model.candidates.get(row)
     assert len(longer.rows) >= 5 + len(rated)
+    client.app.state.dotrec.answers.clear()
     assert client.get("/recommendations/1", params={"k": 5}).json() == body
     assert model.candidates.get(row) is longer
 
@@ -257,6 +260,54 @@ def test_rated_movies_are_reread_after_any_commit(client: TestClient, data: Data
     assert state.reads.ratings_version() != version
     after = client.get("/recommendations/3", params={"k": 5}).json()["items"]
     assert unrated not in {item["movie_id"] for item in after}
+
+
+def test_finished_answers_are_kept_under_everything_they_depend_on(
+    client: TestClient, data: Data, engine: Engine, models_dir: Path
+) -> None:
+    """A model user's answer is sent again, byte for byte, only while the ratings version, the
+    catalog, the model, k, genre and exclude_rated are what it was made under."""
+    state = client.app.state.dotrec
+    wait_for_a_version(state.reads)
+    asked = {"k": 4}
+    first = client.get("/recommendations/5", params=asked)
+    assert first.headers["content-type"] == "application/json"
+    assert len(state.answers) == 1
+    assert client.get("/recommendations/5", params=asked).content == first.content
+    assert len(state.answers) == 1, "the same request is answered from the kept answer"
+    items = first.json()["items"]
+
+    shorter = client.get("/recommendations/5", params={"k": 2}).json()
+    with_rated = client.get("/recommendations/5", params={"k": 4, "exclude_rated": "false"}).json()
+    comedies = client.get("/recommendations/5", params={"k": 4, "genre": "Comedy"}).json()
+    assert shorter["items"] == items[:2]
+    assert set(data.rated_by(5)) & {item["movie_id"] for item in with_rated["items"]}
+    assert all("Comedy" in data.genres_of(item["movie_id"]) for item in comedies["items"])
+    assert len(state.answers) == 4, "each k, exclude_rated and genre is an answer of its own"
+
+    # a rating committed: a new ratings version, so the rated movie leaves the list at once
+    top = items[0]["movie_id"]
+    assert client.post("/ratings", json={"user_id": 5, "movie_id": top, "rating": 1}).status_code == 201
+    after = client.get("/recommendations/5", params=asked).json()["items"]
+    assert top not in {item["movie_id"] for item in after} and after[0] == items[1]
+    # ... but not a list that leaves nothing out: it depends on no rating
+    assert client.get("/recommendations/5", params={"k": 4, "exclude_rated": "false"}).json() == with_rated
+
+    # the catalog reloaded with a new title: a new catalog revision, so the new title is sent
+    retitled = after[0]["movie_id"]
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE movies SET title = 'Retitled' WHERE id = :m"), {"m": retitled})
+    assert client.post("/admin/reload").status_code == 200
+    listed = client.get("/recommendations/5", params=asked).json()["items"]
+    assert listed[0]["movie_id"] == retitled and listed[0]["title"] == "Retitled"
+
+    # a new model: its own answers
+    newer = add_version(models_dir)
+    assert client.post("/admin/reload").json()["version"] == newer
+    swapped = client.get("/recommendations/5", params=asked).json()
+    assert swapped["model_version"] == newer
+    ratings = [item["predicted_rating"] for item in swapped["items"]]
+    assert ratings != [item["predicted_rating"] for item in listed]
 
 
 def wait_for_a_version(reads: Reads, timeout_s: float = 5) -> object:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
+from app.api.answers import Answer
 from app.api.deps import AppState, Genre, K, UserIdPath, serving_model
 from app.api.routes.common import error
 from app.api.schemas import RecommendationsOut
+from app.serving.catalog import genre_key
 from app.serving.recommendations import PRECOMPUTED, precomputed_items, recommend
 from app.serving.users import model_user, resolve_user
 
@@ -37,7 +39,7 @@ async def recommendations(
     k: K = 10,
     exclude_rated: ExcludeRated = True,
     genre: Genre = None,
-) -> dict:
+) -> Response:
     """The k catalog movies that rank highest for the user, ordered by `score` (descending).
 
     A personal list ranks by the model's ranking head (learnt from who rated what; `score` is
@@ -55,16 +57,27 @@ async def recommendations(
     state: AppState = request.app.state.dotrec  # no dependencies: a hot route (app.api.fast_routes)
     model = serving_model(state)
     user = model_user(model, user_id)
-    version: object = None
+    key: tuple | None = None
     if user is not None:
         rated, version = None, NOTHING_EXCLUDED
         if exclude_rated:
-            found = await state.rated.of(user_id)
-            rated, version = found.movie_ids, found.version
+            version = state.rated.version()
+        if version is not None:
+            table = model.precomputed
+            key = (
+                model.version, table and table.signature, model.view().revision,
+                user_id, k, exclude_rated, genre_key(genre), version,
+            )  # fmt: skip
+            if (kept := state.answers.get(key)) is not None:
+                state.metrics.count_predictions("recommendations", kept.strategy, kept.items)
+                return kept.response()
+        if exclude_rated:
+            rated = (await state.rated.of(user_id, version)).movie_ids
     else:
         ratings = await state.reads.user_ratings(user_id)
         user = resolve_user(model, user_id, ratings)
         rated = ratings[0] if exclude_rated else None
+        version = None
     items = None
     table = model.precomputed
     if table is not None and (exclude_rated or not table.rated_excluded):
@@ -74,4 +87,9 @@ async def recommendations(
     else:
         strategy, items = recommend(model, user, k, rated, genre, version)
     state.metrics.count_predictions("recommendations", strategy, len(items))
-    return {"user_id": user_id, "model_version": model.version, "strategy": strategy, "items": items}
+    answer = Answer.of(
+        {"user_id": user_id, "model_version": model.version, "strategy": strategy, "items": items}
+    )
+    if key is not None:
+        state.answers.put(key, answer)
+    return answer.response()

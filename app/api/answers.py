@@ -19,6 +19,8 @@ from pydantic import TypeAdapter
 
 from app.api.schemas import RecommendationsOut
 from app.serving.caches import LockedLru
+from app.serving.catalog import genre_key
+from app.serving.serving_model import ServingModel
 
 ANSWER_CACHE_BYTES = 16 * 2**20
 """Most bytes of kept answers (about 1 kB each for k = 10: ~16,000 answers)."""
@@ -44,6 +46,22 @@ class Answer:
 
     def response(self) -> Response:
         return Response(self.body, media_type="application/json")
+
+
+def answer_key(
+    model: ServingModel,
+    user_id: int,
+    k: int,
+    exclude_rated: bool,
+    genre: str | None,
+    ratings_version: Hashable,
+) -> Hashable:
+    """The key of a model user's answer: everything it depends on (module docstring)."""
+    table = model.precomputed
+    return (
+        model.version, table and table.signature, model.view().revision,
+        user_id, k, exclude_rated, genre_key(genre), ratings_version,
+    )  # fmt: skip
 
 
 class AnswerCache(LockedLru[Hashable, Answer]):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.api.answers import Answer
+from app.api.answers import Answer, answer_key
 from app.api.deps import AppState, Genre, K, UserIdPath, serving_model
 from app.api.routes.common import error
 from app.api.schemas import RecommendationsOut
-from app.serving.catalog import genre_key
 from app.serving.recommendations import PRECOMPUTED, precomputed_items, recommend
 from app.serving.users import model_user, resolve_user
 
@@ -57,17 +57,13 @@ async def recommendations(
     state: AppState = request.app.state.dotrec  # no dependencies: a hot route (app.api.fast_routes)
     model = serving_model(state)
     user = model_user(model, user_id)
-    key: tuple | None = None
+    key: Hashable | None = None
     if user is not None:
         rated, version = None, NOTHING_EXCLUDED
         if exclude_rated:
             version = state.rated.version()
         if version is not None:
-            table = model.precomputed
-            key = (
-                model.version, table and table.signature, model.view().revision,
-                user_id, k, exclude_rated, genre_key(genre), version,
-            )  # fmt: skip
+            key = answer_key(model, user_id, k, exclude_rated, genre, version)
             if (kept := state.answers.get(key)) is not None:
                 state.metrics.count_predictions("recommendations", kept.strategy, kept.items)
                 return kept.response()

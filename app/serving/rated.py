@@ -4,7 +4,6 @@ and kept while the database's ratings version stands still."""
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -13,15 +12,6 @@ from app.serving.caches import LockedLru
 
 RATED_CACHE_USERS = 20_000
 """Most (user, version) entries kept (ML-1M: ~1.4 kB a user)."""
-
-
-@dataclass(frozen=True)
-class Rated:
-    """A user's rated movies and the ratings version they were read at (None: unknown, so
-    nothing built from them may be kept)."""
-
-    movie_ids: np.ndarray
-    version: Hashable | None
 
 
 class RatedMovies:
@@ -36,16 +26,17 @@ class RatedMovies:
         """The ratings version now (None: the database gives none)."""
         return self.reads.ratings_version()
 
-    async def of(self, user_id: int, version: Hashable | None) -> Rated:
-        """The user's rated movies; `version` is `version()` read before this call (a commit
-        landing after it only makes the entry stale sooner, never stale-but-trusted)."""
+    async def of(self, user_id: int, version: Hashable | None) -> np.ndarray:
+        """The user's rated movie ids; `version` is `version()` read before this call (a commit
+        landing after it only makes the entry stale sooner, never stale-but-trusted; None:
+        read, not kept)."""
         if version is not None and (cached := self._cache.get((user_id, version))) is not None:
-            return Rated(cached, version)
+            return cached
         movie_ids = await self.reads.rated_movie_ids(user_id)
         if version is not None:
             movie_ids.flags.writeable = False  # shared by every request until the next commit
             self._cache.put((user_id, version), movie_ids)
-        return Rated(movie_ids, version)
+        return movie_ids
 
     def __len__(self) -> int:
         return len(self._cache)

@@ -59,16 +59,13 @@ async def recommendations(
     user = model_user(model, user_id)
     key: Hashable | None = None
     if user is not None:
-        rated, version = None, NOTHING_EXCLUDED
-        if exclude_rated:
-            version = state.rated.version()
+        version = state.rated.version() if exclude_rated else NOTHING_EXCLUDED
         if version is not None:
             key = answer_key(model, user_id, k, exclude_rated, genre, version)
             if (kept := state.answers.get(key)) is not None:
                 state.metrics.count_predictions("recommendations", kept.strategy, kept.items)
                 return kept.response()
-        if exclude_rated:
-            rated = (await state.rated.of(user_id, version)).movie_ids
+        rated = await state.rated.of(user_id, version) if exclude_rated else None
     else:
         ratings = await state.reads.user_ratings(user_id)
         user = resolve_user(model, user_id, ratings)
